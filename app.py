@@ -1,0 +1,142 @@
+"""Chat with a trained model in the browser.
+
+    python app.py                       # http://127.0.0.1:7860, the checkpoints under out/
+    python app.py --out_dir out/sft --port 8000 --host 0.0.0.0      # --host 0.0.0.0 lets other machines in
+"""
+import argparse
+import os
+import threading
+
+import gradio as gr
+
+from engine import Engine, SamplingParams
+from errors import UserError, run_main
+
+EXAMPLES = ["介绍一下《天龙八部》的主角", "讲一下射雕英雄传中有名的比武的情节", "小龙女和杨过的关系和故事",
+            "《射雕英雄传》讲了什么故事？"]
+MAX_MESSAGE_CHARS = 1000
+NO_MODEL = ("还没有可用的模型。No trained checkpoint was found under `{root}/`. Make one with:\n\n"
+            "```\npython prepare.py && python prepare_sft.py\npython train.py config/pretrain.py\n"
+            "python train.py config/sft.py\n```\n\nor simply `bash run.sh`, then restart `python app.py`.")
+
+
+def find_checkpoints(root):
+    """Run or checkpoint folders under root that hold a model, SFT (chat) runs first."""
+    found = []
+    if os.path.isdir(root):
+        for name in sorted(os.listdir(root)):
+            run = os.path.join(root, name)
+            for sub in ("best", "latest", ""):
+                if os.path.isfile(os.path.join(run, sub, "model.safetensors")):
+                    found.append(run)
+                    break
+    return sorted(found, key=lambda p: (not os.path.basename(p).startswith("sft"), p))
+
+
+def message_text(content):
+    """Text of a chat message whatever shape the UI gives (a string, or a list of parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return content.get("text", "") or ""
+    if isinstance(content, (list, tuple)):
+        return "".join(message_text(c) for c in content)
+    return ""
+
+
+class ChatBackend:
+    """Loads each checkpoint once and answers; gradio's queue serialises the calls (concurrency_limit)."""
+
+    def __init__(self, root, device="auto"):
+        self.root, self.device = root, device
+        self.engines, self.lock = {}, threading.Lock()
+
+    def engine(self, path):
+        with self.lock:
+            if path not in self.engines:
+                self.engines[path] = Engine.from_checkpoint(path, self.device)
+            return self.engines[path]
+
+    def respond(self, message, history, checkpoint, temperature, top_k, top_p, max_new_tokens):
+        text = message_text(message).strip()
+        if not text:
+            yield "请输入一个问题。(Please type a question.)"
+            return
+        if len(text) > MAX_MESSAGE_CHARS:
+            yield f"这个问题太长了（{len(text)} 字），请控制在 {MAX_MESSAGE_CHARS} 字以内。"
+            return
+        if not checkpoint:
+            yield NO_MODEL.format(root=self.root)
+            return
+        try:
+            engine = self.engine(checkpoint)
+        except UserError as e:
+            yield f"无法加载模型 `{checkpoint}`：{e}"
+            return
+        messages = []
+        for m in history or []:
+            role, content = m.get("role"), message_text(m.get("content")).strip()
+            if role in ("user", "assistant") and content:
+                messages.append({"role": role, "content": content})
+        # keep strict user/assistant alternation (a failed or stopped turn can leave two users in a row)
+        clean = []
+        for m in messages:
+            if clean and clean[-1]["role"] == m["role"]:
+                clean[-1] = m
+            else:
+                clean.append(m)
+        if clean and clean[-1]["role"] == "user":
+            clean.pop()
+        clean.append({"role": "user", "content": text})
+        params = SamplingParams(max_new_tokens=int(max_new_tokens), temperature=float(temperature),
+                                top_k=int(top_k), top_p=float(top_p))
+        reply = ""
+        for piece in engine.stream(clean, params):
+            reply += piece
+            yield reply
+        if not reply.strip():
+            yield "（模型没有给出回答，可以换个问法或调高 temperature 再试。）"
+
+
+def build_app(root="out", default=None, device="auto", concurrency=1):
+    checkpoints = find_checkpoints(root)
+    if default and default not in checkpoints:
+        checkpoints.insert(0, default)
+    backend = ChatBackend(root, device)
+    if checkpoints:
+        description = ("MiniGLM：一个从零训练的小模型，回答关于《射雕英雄传》《神雕侠侣》《天龙八部》的问题。"
+                       "A small model trained from scratch on MiniGLM's Jin Yong data.")
+    else:
+        description = NO_MODEL.format(root=root)
+    with gr.Blocks(title="MiniGLM") as demo:
+        checkpoint = gr.Dropdown(choices=checkpoints, value=checkpoints[0] if checkpoints else None,
+                                 label="checkpoint", allow_custom_value=True, render=False)
+        sliders = [gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="temperature (0 = greedy)", render=False),
+                   gr.Slider(0, 200, value=50, step=1, label="top-k (0 = off)", render=False),
+                   gr.Slider(0.1, 1.0, value=0.9, step=0.05, label="top-p", render=False),
+                   gr.Slider(16, 512, value=256, step=16, label="max new tokens", render=False)]
+        gr.ChatInterface(backend.respond, title="MiniGLM 金庸问答", description=description,
+                         additional_inputs=[checkpoint] + sliders, additional_inputs_accordion="设置 Settings",
+                         examples=[[q, checkpoint.value, 0.7, 50, 0.9, 256] for q in EXAMPLES] if checkpoints
+                         else None, cache_examples=False, concurrency_limit=concurrency, api_name="chat")
+    demo.queue(default_concurrency_limit=concurrency)
+    return demo
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out_dir", default=None, help="checkpoint to open first (default: the first SFT run in out/)")
+    ap.add_argument("--root", default="out", help="folder whose runs appear in the checkpoint list")
+    ap.add_argument("--host", default="127.0.0.1", help="0.0.0.0 serves other machines too")
+    ap.add_argument("--port", type=int, default=7860)
+    ap.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--concurrency", type=int, default=1, help="replies generated at once; others wait in a queue")
+    args = ap.parse_args()
+    demo = build_app(args.root, args.out_dir, args.device, args.concurrency)
+    print(f"MiniGLM chat: http://{args.host}:{args.port}", flush=True)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share)
+
+
+if __name__ == "__main__":
+    run_main(main)

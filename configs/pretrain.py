@@ -1,0 +1,29 @@
+# Pretraining on data/jinyong (run python prepare.py first). Writes out/pretrain/.
+# The profile follows the hardware found (a CUDA GPU, else the CPU); choose one with --profile=gpu|cpu|tiny.
+from configurator import hardware_profile
+
+task = "pretrain"
+dataset = "jinyong"
+out_dir = "out/pretrain"
+profile = hardware_profile()
+
+if profile == "gpu":      # the course's class of model (8 x 512, context 512), minutes on one 24 GB GPU
+    n_layer, n_head, n_embd, block_size = 8, 8, 512, 512
+    batch_size, gradient_accumulation_steps = 32, 1
+    dropout = 0.1
+    learning_rate, min_lr, warmup_iters = 1e-3, 1e-4, 100
+    max_iters, max_seconds = 4000, 600.0
+    eval_interval, eval_iters = 250, 20
+elif profile == "cpu":    # a 2-core laptop: about 10 minutes
+    n_layer, n_head, n_embd, block_size = 6, 4, 256, 512
+    batch_size, gradient_accumulation_steps = 8, 1
+    dropout = 0.0
+    learning_rate, min_lr, warmup_iters = 2e-3, 2e-4, 50
+    max_iters, max_seconds = 100000, 600.0
+    eval_interval, eval_iters = 100, 10
+else:                     # tiny: a smoke test of the pipeline in seconds
+    n_layer, n_head, n_embd, block_size = 2, 2, 64, 128
+    batch_size, gradient_accumulation_steps = 4, 1
+    learning_rate, warmup_iters = 3e-3, 2
+    max_iters, max_seconds = 20, 0.0
+    eval_interval, eval_iters = 10, 2

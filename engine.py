@@ -1,0 +1,216 @@
+"""The inference engine: load a checkpoint, render prompts, generate tokens with a KV cache, stream text.
+
+sample.py, eval_rouge.py and app.py all generate through Engine. An SFT checkpoint is a chat model (the prompt is
+the conversation in the chat format of tokenizer.py and the reply ends at <|end|>); a pretraining checkpoint is a
+text completer (the prompt is the text, generation ends at <|endoftext|>).
+"""
+import codecs
+import time
+from dataclasses import dataclass, replace
+
+import torch
+
+from checkpoint import load_checkpoint
+from model import KVCache
+from tokenizer import render_for_reply
+
+
+@dataclass
+class SamplingParams:
+    max_new_tokens: int = 256
+    temperature: float = 0.7        # 0 means greedy (deterministic)
+    top_k: int = 50                 # 0 means no top-k cut
+    top_p: float = 0.9              # 1.0 means no nucleus cut
+    repetition_penalty: float = 1.1  # > 1 discourages tokens the reply already used (not the prompt's)
+    seed: int | None = None
+
+
+def sample_next(logits, generated, p, generator):
+    """Next token ids (B,) from last-position logits (B, V). generated: (B, n) tokens of the reply so far."""
+    logits = logits.float()
+    if p.repetition_penalty != 1.0 and generated.shape[1]:
+        seen = torch.gather(logits, 1, generated)
+        seen = torch.where(seen > 0, seen / p.repetition_penalty, seen * p.repetition_penalty)
+        logits = logits.scatter(1, generated, seen)
+    if p.temperature <= 0:
+        return logits.argmax(dim=-1)
+    logits = logits / p.temperature
+    if p.top_k and p.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, p.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if p.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        drop = cum - torch.softmax(sorted_logits, dim=-1) > p.top_p  # keep the smallest set reaching top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(1, order, sorted_logits)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def utf8_pieces(tok, token_ids):
+    """Text pieces from a stream of token ids. Byte-level tokens can split a character's bytes; those are held
+    back until the character is complete, so no piece ever ends in half a character."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    for t in token_ids:
+        piece = decoder.decode(tok.decode_bytes([t]))
+        if piece:
+            yield piece
+
+
+def add_sampling_args(ap, temperature=0.7):
+    """The sampling knobs of sample.py and eval_rouge.py."""
+    ap.add_argument("--max_new_tokens", type=int, default=256)
+    ap.add_argument("--temperature", type=float, default=temperature, help="0 for greedy")
+    ap.add_argument("--top_k", type=int, default=50)
+    ap.add_argument("--top_p", type=float, default=0.9)
+    ap.add_argument("--repetition_penalty", type=float, default=1.1)
+    ap.add_argument("--seed", type=int, default=1337)
+    ap.add_argument("--device", default="auto")
+
+
+def sampling_params(args):
+    return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                          top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed)
+
+
+class Engine:
+    def __init__(self, model, tokenizer, info=None, device="cpu"):
+        self.model, self.tok, self.info, self.device = model.eval(), tokenizer, info or {}, device
+        self.block_size = model.config.block_size
+        self.is_chat = self.info.get("task") == "sft"
+        self.stop_ids = {tokenizer.end_id, tokenizer.eot_id}
+        self.last_stats = {"tokens": 0, "seconds": 0.0}
+
+    @classmethod
+    def from_checkpoint(cls, path, device="auto"):
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        model, tok, info, folder = load_checkpoint(path, device)
+        engine = cls(model, tok, info, device)
+        engine.folder = folder
+        return engine
+
+    # ---- tokens -------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate_tokens(self, prompts, params, use_cache=True):
+        """Yield, step by step, a list with each prompt's new token (None once that row has stopped).
+        Prompts of different lengths are left-padded; padded keys are masked, and since rotary positions only
+        matter relative to each other, a row's tokens come out as they would alone."""
+        B = len(prompts)
+        max_prompt = self.block_size - 1
+        prompts = [p[-max_prompt:] for p in prompts]  # keep the end of an over-long prompt
+        width = max(len(p) for p in prompts)
+        pad = self.tok.eot_id
+        tokens = torch.full((B, width), pad, dtype=torch.long, device=self.device)
+        real = torch.zeros((B, width), dtype=torch.bool, device=self.device)
+        for i, p in enumerate(prompts):
+            tokens[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            real[i, width - len(p):] = True
+        gen = None
+        if params.seed is not None:
+            gen = torch.Generator(device=self.device).manual_seed(params.seed)
+        generated = torch.zeros((B, 0), dtype=torch.long, device=self.device)
+        alive = torch.ones(B, dtype=torch.bool, device=self.device)
+        cache = None
+        for _ in range(params.max_new_tokens):
+            if use_cache and (cache is None or cache.pos >= self.block_size):
+                # (re)fill the cache; past the context length keep the last half as the new window
+                keep = tokens.shape[1] if cache is None else self.block_size // 2
+                dtype = next(self.model.parameters()).dtype
+                cache = KVCache(self.model.config, B, self.block_size, self.device, dtype)
+                cache.key_valid[:, :keep] = real[:, -keep:]
+                logits, _ = self.model(tokens[:, -keep:], cache=cache)
+            elif use_cache:
+                logits, _ = self.model(tokens[:, -1:], cache=cache)
+            else:  # recompute the whole window each step (the slow baseline the cache is measured against)
+                window = min(tokens.shape[1], self.block_size)
+                if bool(real[:, -window:].all()):
+                    logits, _ = self.model(tokens[:, -window:])
+                else:
+                    c = KVCache(self.model.config, B, window, self.device, next(self.model.parameters()).dtype)
+                    c.key_valid[:] = real[:, -window:]
+                    logits, _ = self.model(tokens[:, -window:], cache=c)
+            nxt = sample_next(logits[:, -1, :], generated, params, gen)
+            nxt = torch.where(alive, nxt, torch.full_like(nxt, pad))
+            out = [int(t) if a else None for t, a in zip(nxt.tolist(), alive.tolist())]
+            stopped = torch.tensor([t in self.stop_ids for t in nxt.tolist()], device=self.device)
+            alive = alive & ~stopped
+            tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+            real = torch.cat([real, torch.ones((B, 1), dtype=torch.bool, device=self.device)], dim=1)
+            generated = torch.cat([generated, nxt[:, None]], dim=1)
+            yield out
+            if not bool(alive.any()):
+                break
+
+    def generate(self, prompts, params, use_cache=True):
+        """New tokens of each prompt (without the stop token), and the stats of the run."""
+        t0 = time.perf_counter()
+        outs = [[] for _ in prompts]
+        done = [False] * len(prompts)
+        n = 0
+        for step in self.generate_tokens(prompts, params, use_cache):
+            for i, t in enumerate(step):
+                if t is None or done[i]:
+                    continue
+                n += 1
+                if t in self.stop_ids:
+                    done[i] = True
+                else:
+                    outs[i].append(t)
+        self.last_stats = {"tokens": n, "seconds": time.perf_counter() - t0}
+        return outs
+
+    # ---- text ---------------------------------------------------------------------------------------------
+    def prompt_ids(self, messages_or_text, params):
+        """Chat models get the rendered conversation (oldest turns dropped to leave room for the reply);
+        completers get the text (for a conversation, its last user message)."""
+        room = max(8, self.block_size - min(params.max_new_tokens, self.block_size // 2))
+        if isinstance(messages_or_text, str):
+            messages_or_text = [{"role": "user", "content": messages_or_text}] if self.is_chat else messages_or_text
+        if self.is_chat:
+            return render_for_reply(self.tok, messages_or_text, room)
+        text = messages_or_text if isinstance(messages_or_text, str) else messages_or_text[-1]["content"]
+        return ([self.tok.eot_id] + self.tok.encode(text))[-room:]
+
+    def stream(self, messages_or_text, params=None):
+        """Yield the reply as text pieces while it is generated (see utf8_pieces)."""
+        params = params or SamplingParams()
+        ids = self.prompt_ids(messages_or_text, params)
+        t0, n = time.perf_counter(), 0
+
+        def reply_tokens():
+            nonlocal n
+            for step in self.generate_tokens([ids], params):
+                t = step[0]
+                if t is None or t in self.stop_ids:
+                    n += t is not None
+                    return
+                n += 1
+                yield t
+
+        for piece in utf8_pieces(self.tok, reply_tokens()):
+            self.last_stats = {"tokens": n, "seconds": time.perf_counter() - t0}
+            yield piece
+        self.last_stats = {"tokens": n, "seconds": time.perf_counter() - t0}
+
+    def reply(self, messages_or_text, params=None):
+        return "".join(self.stream(messages_or_text, params))
+
+    def reply_batch(self, inputs, params=None, batch_size=16):
+        """Replies to many questions (or texts) at once, in batches; greedy when params.temperature is 0."""
+        params = params or SamplingParams()
+        answers, tokens, seconds = [], 0, 0.0
+        for i in range(0, len(inputs), batch_size):
+            chunk = inputs[i:i + batch_size]
+            p = replace(params, seed=None if params.seed is None else params.seed + i)
+            outs = self.generate([self.prompt_ids(x, p) for x in chunk], p)
+            tokens += self.last_stats["tokens"]
+            seconds += self.last_stats["seconds"]
+            answers += [self.decode_reply(o) for o in outs]
+        self.last_stats = {"tokens": tokens, "seconds": seconds}
+        return answers
+
+    def decode_reply(self, ids):
+        """Whole reply text; an incomplete character at the very end (cut by max_new_tokens) is dropped."""
+        return codecs.getincrementaldecoder("utf-8")(errors="replace").decode(self.tok.decode_bytes(ids))

@@ -1,0 +1,180 @@
+"""Evaluate chat checkpoints on held-out questions: ROUGE-L, perplexity, and the checks a person applies.
+
+    python eval_rouge.py                                   # out/sft on data/jinyong/test.jsonl
+    python eval_rouge.py --out_dir out/sft out/sft_b --test my_test.jsonl --output out/eval/compare
+
+For each model: ROUGE-L precision/recall/F1 (rouge-chinese) over characters and, separately, over jieba words;
+the share of answers that are empty, garbled (U+FFFD), repeating themselves, or cut off (no sentence-final mark);
+average answer length; tokens per second; perplexity and bits per character of the reference answers. Results per
+test group when the file has a "group" field. Greedy decoding by default, so runs repeat exactly.
+Writes results.json, answers.jsonl, metrics.png and per_question.png to --output.
+"""
+import argparse
+import json
+import math
+import os
+import re
+
+import torch
+
+from data_utils import DataError, load_conversations, write_json
+from engine import Engine, add_sampling_args, sampling_params
+from errors import run_main
+from plotting import plot_bars, plot_per_question
+from tokenizer import render_conversation
+
+SENTENCE_END = tuple("。！？!?…”」』）)")
+REPEAT_NGRAM, REPEAT_THRESHOLD = 4, 0.2
+
+
+def char_tokens(text):
+    return " ".join(ch for ch in text if not ch.isspace())
+
+
+def word_tokens(text):
+    import jieba
+    return " ".join(w for w in jieba.lcut(text) if w.strip())
+
+
+def rouge_l(hyps, refs, tokenize):
+    """Per-pair ROUGE-L {p, r, f} from rouge-chinese on whole answers; an empty answer scores 0."""
+    from rouge_chinese import Rouge
+    rouge = Rouge(metrics=["rouge-l"])
+    out = []
+    for h, r in zip(hyps, refs):
+        th, tr = tokenize(h), tokenize(r)
+        if not th.strip() or not tr.strip():
+            out.append({"p": 0.0, "r": 0.0, "f": 0.0})
+            continue
+        s = rouge.get_scores(th, tr)[0]["rouge-l"]
+        out.append({"p": s["p"], "r": s["r"], "f": s["f"]})
+    return out
+
+
+def repeated_ngram_share(text, n=REPEAT_NGRAM):
+    """Share of the character n-grams of an answer that already occurred earlier in it (0 for no repeats)."""
+    grams = [text[i:i + n] for i in range(len(text) - n + 1)]
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def answer_checks(answer):
+    return {"empty": not answer.strip(),
+            "garbled": "\ufffd" in answer or bool(re.search(r"[\x00-\x08\x0b-\x1f]", answer)),
+            "repeating": repeated_ngram_share(answer) > REPEAT_THRESHOLD,
+            "truncated": bool(answer.strip()) and not answer.strip().endswith(SENTENCE_END)}
+
+
+@torch.no_grad()
+def reference_loss(engine, questions, references):
+    """Perplexity and bits per character of the reference answers given their questions."""
+    tok, model = engine.tok, engine.model
+    total_nats, total_tokens, total_chars = 0.0, 0, 0
+    for q, ref in zip(questions, references):
+        if engine.is_chat:
+            ids, mask = render_conversation(tok, [{"role": "user", "content": q}, {"role": "assistant", "content": ref}])
+        else:
+            prompt, answer = [tok.eot_id] + tok.encode(q), tok.encode(ref)
+            ids, mask = prompt + answer, [0] * len(prompt) + [1] * len(answer)
+        ids, mask = ids[:engine.block_size + 1], mask[:engine.block_size + 1]
+        x = torch.tensor([ids[:-1]], device=engine.device)
+        y = torch.tensor([ids[1:]], device=engine.device)
+        m = torch.tensor([mask[1:]], device=engine.device)
+        _, loss = model(x, y, m)
+        n = int(m.sum())
+        total_nats += loss.item() * n
+        total_tokens += n
+        total_chars += len(ref)
+    return {"perplexity": math.exp(total_nats / max(1, total_tokens)),
+            "bits_per_char": total_nats / math.log(2) / max(1, total_chars)}
+
+
+def summarize(rows, name):
+    """Aggregate per-answer rows of one model into the metrics of results.json."""
+    n = len(rows)
+    mean = lambda key: sum(r[key] for r in rows) / n if n else 0.0  # noqa: E731
+    return {"n": n, "rouge_l_f": mean("rouge_l_f"), "rouge_l_p": mean("rouge_l_p"), "rouge_l_r": mean("rouge_l_r"),
+            "rouge_l_f_words": mean("rouge_l_f_words"), "rouge_l_p_words": mean("rouge_l_p_words"),
+            "rouge_l_r_words": mean("rouge_l_r_words"), "empty_rate": mean("empty"), "garbled_rate": mean("garbled"),
+            "repetition_rate": mean("repeating"), "truncated_rate": mean("truncated"),
+            "avg_answer_chars": mean("answer_chars")}
+
+
+def evaluate(engine, questions, references, groups, params, batch_size):
+    answers = engine.reply_batch(questions, params, batch_size=batch_size)
+    stats = dict(engine.last_stats)
+    chars, words = rouge_l(answers, references, char_tokens), rouge_l(answers, references, word_tokens)
+    rows = []
+    for a, c, w, g in zip(answers, chars, words, groups):
+        checks = answer_checks(a)
+        rows.append({"answer": a, "group": g, "rouge_l_f": c["f"], "rouge_l_p": c["p"], "rouge_l_r": c["r"],
+                     "rouge_l_f_words": w["f"], "rouge_l_p_words": w["p"], "rouge_l_r_words": w["r"],
+                     "answer_chars": len(a), **{k: float(v) for k, v in checks.items()}})
+    result = summarize(rows, "all")
+    result["tokens_per_second"] = stats["tokens"] / stats["seconds"] if stats["seconds"] else 0.0
+    result.update(reference_loss(engine, questions, references))
+    result["groups"] = {g: summarize([r for r in rows if r["group"] == g], g) for g in sorted(set(groups)) if g}
+    return result, rows
+
+
+def print_table(results):
+    cols = [("rouge_l_f", "R-L F"), ("rouge_l_p", "R-L P"), ("rouge_l_r", "R-L R"), ("rouge_l_f_words", "R-L F word"),
+            ("empty_rate", "empty"), ("garbled_rate", "garbled"), ("repetition_rate", "repeat"),
+            ("truncated_rate", "cut off"), ("avg_answer_chars", "chars"), ("n", "n")]
+    print(f"{'model':<28}{'group':<14}" + "".join(f"{h:>11}" for _, h in cols))
+    for name, res in results.items():
+        for group, r in [("all", res)] + list(res.get("groups", {}).items()):
+            cells = "".join(f"{r[k]:>11.3f}" if isinstance(r[k], float) else f"{r[k]:>11}" for k, _ in cols)
+            print(f"{name[-27:]:<28}{group:<14}{cells}")
+        print(f"{'':<28}perplexity {res['perplexity']:.2f}, {res['bits_per_char']:.3f} bits/char on the references, "
+              f"{res['tokens_per_second']:.1f} tokens/s")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out_dir", nargs="+", default=["out/sft"], help="checkpoint or run folders to compare")
+    ap.add_argument("--test", default="data/jinyong/test.jsonl", help="any Q&A file prepare_sft.py accepts")
+    ap.add_argument("--output", default="out/eval", help="folder for results.json, answers.jsonl and figures")
+    ap.add_argument("--batch_size", type=int, default=16)
+    ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N questions")
+    add_sampling_args(ap, temperature=0.0)
+    args = ap.parse_args()
+
+    convs, recs, _ = load_conversations(args.test)
+    items = [(c, r) for c, r in zip(convs, recs) if sum(t["role"] == "user" for t in c) == 1]
+    if args.limit:
+        items = items[:args.limit]
+    if not items:
+        raise DataError(f"{args.test}: no single-turn question-answer pairs to evaluate")
+    questions = [next(t["content"] for t in c if t["role"] == "user") for c, _ in items]
+    references = [c[-1]["content"] for c, _ in items]
+    groups = [str(r.get("group", "")) for _, r in items]
+    params = sampling_params(args)
+
+    results, answers = {}, {}
+    for path in args.out_dir:
+        engine = Engine.from_checkpoint(path, args.device)
+        name = os.path.normpath(path)
+        print(f"evaluating {engine.folder} on {len(questions)} questions ...")
+        results[name], answers[name] = evaluate(engine, questions, references, groups, params, args.batch_size)
+
+    os.makedirs(args.output, exist_ok=True)
+    write_json(os.path.join(args.output, "results.json"), results)
+    tmp = os.path.join(args.output, "answers.jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for i, (q, ref, g) in enumerate(zip(questions, references, groups)):
+            row = {"question": q, "reference": ref, "group": g,
+                   "answers": {m: {"answer": answers[m][i]["answer"], "rouge_l_f": answers[m][i]["rouge_l_f"]}
+                               for m in results}}
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, os.path.join(args.output, "answers.jsonl"))
+    metrics = ["rouge_l_f", "rouge_l_p", "rouge_l_r", "rouge_l_f_words", "empty_rate", "garbled_rate",
+               "repetition_rate", "truncated_rate"]
+    plot_bars(results, metrics, os.path.join(args.output, "metrics.png"), f"{os.path.basename(args.test)}")
+    plot_per_question({m: [r["rouge_l_f"] for r in answers[m]] for m in results},
+                      os.path.join(args.output, "per_question.png"), "ROUGE-L F1 (characters) per question")
+    print_table(results)
+    print(f"wrote {args.output}/results.json, answers.jsonl, metrics.png, per_question.png")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,107 @@
+"""Corpus to tokens: python prepare.py [--dataset NAME] [--input PATH ...] [--vocab_size N] [--tokenizer bpe|gpt2|PATH]
+
+Reads .txt files in any common encoding, splits each document into a training head and a validation tail,
+trains a byte-level BPE on the training text (or reuses a tokenizer), and writes data/NAME/train.bin, val.bin
+(uint16 ids, each document preceded by <|endoftext|>), tokenizer.json and meta.json.
+"""
+import argparse
+import os
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+from data_utils import DataError, atomic_output_dir, list_text_files, read_text_file, write_json
+from errors import run_main
+from tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer
+
+
+def split_document(text, val_fraction):
+    """The last val_fraction of a document (cut at a paragraph, else a line, boundary) is validation text."""
+    if val_fraction <= 0:
+        return text, ""
+    cut = int(len(text) * (1 - val_fraction))
+    for sep in ("\n\n", "\n"):
+        at = text.rfind(sep, 0, cut + 1)
+        if at > len(text) // 2:
+            return text[:at + len(sep)], text[at + len(sep):]
+    return text[:cut], text[cut:]
+
+
+def encode_documents(tok, docs, desc):
+    """Each document as <|endoftext|> + its tokens, encoded in parallel batches of paragraphs."""
+    ids = []
+    for doc in tqdm(docs, desc=desc, unit="doc", leave=False):
+        paragraphs = doc.split("\n")
+        ids.append(tok.eot_id)
+        for i in range(0, len(paragraphs), 2048):
+            # keep the newline with each paragraph so that decoding restores the text exactly
+            chunk = [p + "\n" for p in paragraphs[i:i + 2048]]
+            if i + 2048 >= len(paragraphs):
+                chunk[-1] = chunk[-1][:-1]
+            for part in tok.encode_batch(chunk):
+                ids.extend(part)
+    return np.array(ids, dtype=np.uint16)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="jinyong", help="name of the folder under data/ (default jinyong)")
+    ap.add_argument("--input", nargs="+", help=".txt files or folders (default data/NAME/corpus/)")
+    ap.add_argument("--tokenizer", default="bpe", help="bpe (train one), gpt2 (tiktoken's), or a tokenizer.json path")
+    ap.add_argument("--vocab_size", type=int, default=DEFAULT_VOCAB_SIZE, help="for --tokenizer bpe (max 65536)")
+    ap.add_argument("--val_fraction", type=float, default=0.05, help="tail of each document kept for validation")
+    ap.add_argument("--data_root", default="data")
+    args = ap.parse_args()
+    if not 0 < args.val_fraction < 0.5:
+        raise DataError(f"--val_fraction {args.val_fraction}: expected a number between 0 and 0.5")
+    out_dir = os.path.join(args.data_root, args.dataset)
+    inputs = args.input or [os.path.join(out_dir, "corpus")]
+    t0 = time.time()
+
+    files = list_text_files(inputs)
+    sources, train_docs, val_docs = [], [], []
+    for path in tqdm(files, desc="reading", unit="file", leave=False):
+        text, enc = read_text_file(path)
+        print(f"  {path}: {enc}, {len(text):,} characters")
+        sources.append({"path": path, "encoding": enc, "bytes": os.path.getsize(path), "chars": len(text)})
+        head, tail = split_document(text, args.val_fraction)
+        train_docs.append(head)
+        if tail.strip():
+            val_docs.append(tail)
+    if not val_docs:
+        raise DataError("the validation split is empty: the corpus is too small for --val_fraction")
+
+    t1 = time.time()
+    if args.tokenizer == "bpe":
+        lines = (line for doc in train_docs for line in doc.split("\n") if line)
+        print(f"training a {args.vocab_size}-token byte-level BPE on {sum(map(len, train_docs)):,} characters ...")
+        tok = Tokenizer.train(lines, args.vocab_size)
+    elif args.tokenizer == "gpt2":
+        tok = Tokenizer.gpt2()
+    else:
+        tok = Tokenizer.load(args.tokenizer)
+    t2 = time.time()
+
+    splits = {}
+    with atomic_output_dir(out_dir) as tmp:
+        for name, docs in (("train", train_docs), ("val", val_docs)):
+            ids = encode_documents(tok, docs, f"encoding {name}")
+            ids.tofile(os.path.join(tmp, f"{name}.bin"))
+            chars = sum(map(len, docs))
+            splits[name] = {"documents": len(docs), "chars": chars, "tokens": int(len(ids)),
+                            "chars_per_token": round(chars / len(ids), 4)}
+        tok.save(os.path.join(tmp, "tokenizer.json"))
+        meta = {"dataset": args.dataset, "vocab_size": tok.vocab_size, "tokenizer": tok.describe(),
+                "eot_id": tok.eot_id, "splits": splits, "val_fraction": args.val_fraction, "sources": sources}
+        write_json(os.path.join(tmp, "meta.json"), meta)
+    t3 = time.time()
+
+    tr = splits["train"]
+    print(f"wrote {out_dir}/: train {tr['tokens']:,} tokens, val {splits['val']['tokens']:,} tokens, "
+          f"vocab {tok.vocab_size}, {tr['chars_per_token']:.2f} characters per token")
+    print(f"time: read {t1 - t0:.1f}s, tokenizer {t2 - t1:.1f}s, encode {t3 - t2:.1f}s")
+
+
+if __name__ == "__main__":
+    run_main(main)

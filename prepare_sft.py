@@ -1,0 +1,107 @@
+"""Question-answer sets to tokens and loss masks: python prepare_sft.py [--dataset NAME] [--input FILE] [--val FILE]
+
+Uses the tokenizer of data/NAME/ (written by prepare.py) and the one chat format of tokenizer.py. Writes, per
+split, sft_SPLIT.bin (uint16 tokens), sft_SPLIT.mask.bin (uint8, 1 where the loss counts) and
+sft_SPLIT.offsets.bin (int64 start of each example, plus the end), and sft_meta.json with what was done.
+"""
+import argparse
+import json
+import os
+import random
+
+import numpy as np
+
+from data_utils import DataError, atomic_output_dir, load_conversations, write_json
+from errors import run_main
+from tokenizer import Tokenizer, render_conversation
+
+
+def encode_split(tok, convs):
+    tokens, masks, offsets, reply_chars = [], [], [0], 0
+    for conv in convs:
+        ids, mask = render_conversation(tok, conv)
+        tokens.extend(ids)
+        masks.extend(mask)
+        offsets.append(len(tokens))
+        reply_chars += sum(len(t["content"]) for t in conv if t["role"] == "assistant")
+    return (np.array(tokens, dtype=np.uint16), np.array(masks, dtype=np.uint8), np.array(offsets, dtype=np.int64),
+            reply_chars)
+
+
+def dedupe(convs):
+    seen, kept = set(), []
+    for c in convs:
+        key = json.dumps(c, ensure_ascii=False, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            kept.append(c)
+    return kept, len(convs) - len(kept)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="jinyong")
+    ap.add_argument("--input", help="JSONL, JSON array, CSV or TSV of Q&A pairs or conversations "
+                                    "(default data/NAME/sft.jsonl)")
+    ap.add_argument("--val", help="validation file; default: hold out --val_fraction of --input")
+    ap.add_argument("--val_fraction", type=float, default=0.05)
+    ap.add_argument("--block_size", type=int, default=512, help="report examples longer than this (they are cut)")
+    ap.add_argument("--skip_bad", action="store_true", help="skip malformed records and report them")
+    ap.add_argument("--seed", type=int, default=1337, help="for the held-out split")
+    ap.add_argument("--data_root", default="data")
+    args = ap.parse_args()
+    data_dir = os.path.join(args.data_root, args.dataset)
+    tok_path = os.path.join(data_dir, "tokenizer.json")
+    if not os.path.exists(tok_path):
+        raise DataError(f"{tok_path}: not found; prepare the dataset first: python prepare.py --dataset {args.dataset}")
+    tok = Tokenizer.load(tok_path)
+    src = args.input or os.path.join(data_dir, "sft.jsonl")
+
+    convs, _, bad = load_conversations(src, skip_bad=args.skip_bad)
+    n_read = len(convs) + len(bad)
+    convs, n_dup = dedupe(convs)
+    if args.val:
+        val, _, bad_val = load_conversations(args.val, skip_bad=args.skip_bad)
+        bad += [(f"{args.val}:{line}", msg) for line, msg in bad_val]
+        val, _ = dedupe(val)
+        train = convs
+    else:
+        order = list(range(len(convs)))
+        random.Random(args.seed).shuffle(order)
+        n_val = max(1, int(len(convs) * args.val_fraction)) if len(convs) > 1 else 0
+        held = set(order[:n_val])
+        train = [c for i, c in enumerate(convs) if i not in held]
+        val = [c for i, c in enumerate(convs) if i in held] or train[:1]
+
+    report = {"source": src, "val_source": args.val or f"{args.val_fraction:.0%} of source", "read": n_read,
+              "bad_skipped": len(bad), "bad_lines": [line for line, _ in bad][:50], "duplicates_dropped": n_dup,
+              "block_size": args.block_size, "splits": {}}
+    with atomic_output_dir(data_dir) as tmp:
+        for split, cs in (("train", train), ("val", val)):
+            tokens, masks, offsets, reply_chars = encode_split(tok, cs)
+            tokens.tofile(os.path.join(tmp, f"sft_{split}.bin"))
+            masks.tofile(os.path.join(tmp, f"sft_{split}.mask.bin"))
+            offsets.tofile(os.path.join(tmp, f"sft_{split}.offsets.bin"))
+            lengths = np.diff(offsets)
+            too_long = int((lengths > args.block_size + 1).sum())
+            report["splits"][split] = {
+                "examples": len(cs), "multi_turn": sum(1 for c in cs if sum(t["role"] == "user" for t in c) > 1),
+                "tokens": int(len(tokens)), "loss_tokens": int(masks.sum()), "reply_chars": reply_chars,
+                "longer_than_block_size": too_long,
+                "length_percentiles": {p: int(np.percentile(lengths, p)) for p in (50, 90, 99, 100)}}
+        write_json(os.path.join(tmp, "sft_meta.json"), report)
+
+    for line, msg in bad:
+        print(f"skipped: {msg}")
+    for split, s in report["splits"].items():
+        pct = s["length_percentiles"]
+        print(f"{split}: {s['examples']} examples ({s['multi_turn']} multi-turn), {s['tokens']:,} tokens, "
+              f"{s['loss_tokens']:,} in replies; length p50 {pct[50]} p90 {pct[90]} p99 {pct[99]} max {pct[100]}")
+        if s["longer_than_block_size"]:
+            print(f"  {s['longer_than_block_size']} examples are longer than block_size={args.block_size}+1 and "
+                  "will be cut at the end during training")
+    print(f"read {n_read}, skipped {len(bad)} bad, dropped {n_dup} exact duplicates; wrote {data_dir}/sft_*")
+
+
+if __name__ == "__main__":
+    run_main(main)

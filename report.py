@@ -1,0 +1,94 @@
+"""Write out/REPORT.md after run.sh: data and tokenizer, model, time per stage, curves, evaluation, sample answers."""
+import argparse
+import json
+import os
+
+from checkpoint import find_checkpoint, read_info
+from data_utils import read_json
+from engine import Engine, SamplingParams
+from errors import run_main
+
+COURSE_QUESTIONS = ["介绍一下《天龙八部》的主角", "讲一下射雕英雄传中有名的比武的情节", "小龙女和杨过的关系和故事",
+                    "《射雕英雄传》讲了什么故事？"]
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--data", default="data/jinyong")
+    ap.add_argument("--pretrain", default="out/pretrain")
+    ap.add_argument("--sft", default="out/sft")
+    ap.add_argument("--eval", default="out/eval")
+    ap.add_argument("--output", default="out/REPORT.md")
+    args = ap.parse_args()
+    out_dir = os.path.dirname(os.path.abspath(args.output))
+    rel = lambda p: os.path.relpath(p, out_dir)  # noqa: E731
+    md = ["# MiniGLM run report", ""]
+
+    meta, sft = read_json(os.path.join(args.data, "meta.json")), read_json(os.path.join(args.data, "sft_meta.json"))
+    tr, va = meta["splits"]["train"], meta["splits"]["val"]
+    md += ["## Data and tokenizer", "",
+           f"- corpus: {len(meta['sources'])} files, {tr['chars'] + va['chars']:,} characters "
+           f"(train {tr['chars']:,} / val {va['chars']:,})",
+           f"- tokenizer: {meta['tokenizer']['type']}, {meta['vocab_size']:,} tokens, "
+           f"{tr['chars_per_token']:.2f} characters per token",
+           f"- pretraining tokens: train {tr['tokens']:,}, val {va['tokens']:,}",
+           f"- SFT: read {sft['read']}, duplicates dropped {sft['duplicates_dropped']}, train "
+           f"{sft['splits']['train']['examples']} examples ({sft['splits']['train']['multi_turn']} multi-turn, "
+           f"{sft['splits']['train']['tokens']:,} tokens), val {sft['splits']['val']['examples']}", ""]
+
+    info = read_info(find_checkpoint(args.sft))
+    m, t = info["model"], info["train_config"]
+    pre = read_info(find_checkpoint(args.pretrain))
+    md += ["## Model", "",
+           f"- {m['n_layer']} layers, {m['n_embd']} wide, {m['n_head']} heads ({m['n_kv_head']} key/value), "
+           f"context {m['block_size']}, vocabulary {m['vocab_size']:,}",
+           f"- profile {t['profile']}, device {t['device']}, dtype {t['dtype']}",
+           f"- pretraining: {pre['step']} steps, best val loss {pre['best_val_loss']:.4f}; "
+           f"SFT: {info['step']} steps, best val loss {info['best_val_loss']:.4f}", ""]
+
+    times = os.path.join(out_dir, "stage_times.tsv")
+    if os.path.exists(times):
+        with open(times, encoding="utf-8") as f:
+            rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+        md += ["## Time per stage", "", table(["stage", "seconds"], rows), ""]
+
+    md += ["## Loss curves", "", f"![pretraining]({rel(os.path.join(args.pretrain, 'loss.png'))})", "",
+           f"![SFT]({rel(os.path.join(args.sft, 'loss.png'))})", ""]
+
+    results = read_json(os.path.join(args.eval, "results.json"))
+    cols = ["rouge_l_f", "rouge_l_p", "rouge_l_r", "rouge_l_f_words", "empty_rate", "garbled_rate",
+            "repetition_rate", "truncated_rate", "avg_answer_chars", "n"]
+    rows = []
+    for name, r in results.items():
+        for group, g in [("all", r)] + list(r.get("groups", {}).items()):
+            rows.append([name, group] + [f"{g[c]:.3f}" if isinstance(g[c], float) else g[c] for c in cols])
+    md += ["## Evaluation (held-out test set, greedy decoding)", "", table(["model", "group"] + cols, rows), "",
+           "Groups: `seen` asks facts the SFT set teaches, in new words; `corpus_only` asks facts found only in "
+           "the pretraining corpus.", ""]
+    for name, r in results.items():
+        md.append(f"- {name}: perplexity {r['perplexity']:.2f} and {r['bits_per_char']:.3f} bits per character on "
+                  f"the reference answers; {r['tokens_per_second']:.1f} tokens/s in batched generation")
+    md += ["", f"![metrics]({rel(os.path.join(args.eval, 'metrics.png'))})", ""]
+
+    engine = Engine.from_checkpoint(args.sft)
+    md += ["## The course's four questions (greedy)", ""]
+    for q in COURSE_QUESTIONS:
+        a = engine.reply(q, SamplingParams(temperature=0.0, max_new_tokens=256))
+        md += [f"**{q}**", "", f"> {a}", ""]
+    md += ["Chat with the model: `python app.py`, then open http://127.0.0.1:7860", ""]
+
+    tmp = args.output + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join(md))
+    os.replace(tmp, args.output)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,115 @@
+"""prepare.py, the tokenizer and corpus reading."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import corpus_text, run_script, user_error
+from data_utils import DataError, read_text_file
+from prepare import split_document
+from tokenizer import Tokenizer, TokenizerError
+
+MIXED = "郭靖说：“𠀀龘𪚥，ＡＢＣ１２３！”Hello, world 42. 😀🐉 黄蓉笑道……「好」\n第二行\t制表符"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return Tokenizer.train(corpus_text().split("\n") + ["Hello world, 123 tokens."] * 20, 700)
+
+
+def test_round_trip_of_every_kind_of_text(tok):
+    for text in [MIXED, "", " ", "\n\n", "a" * 1000, "龘" * 7, "<|end|><|user|> typed by a user"]:
+        ids = tok.encode(text)
+        assert tok.decode(ids) == text
+        assert all(0 <= i < tok.vocab_size for i in ids)
+
+
+def test_special_token_text_typed_by_a_user_is_not_a_special_token(tok):
+    ids = tok.encode("<|end|>")
+    assert tok.end_id not in ids and len(ids) > 1
+
+
+def test_trained_bpe_compresses_chinese_and_survives_json(tok, tmp_path):
+    text = corpus_text(1)
+    assert len(text) / len(tok.encode(text)) > 1.0  # merges learned whole characters and words
+    path = tmp_path / "tok.json"
+    tok.save(path)
+    again = Tokenizer.load(path)
+    assert again.encode(MIXED) == tok.encode(MIXED)
+    assert again.special == tok.special
+
+
+def test_vocab_size_limits():
+    with pytest.raises(TokenizerError, match="uint16"):
+        Tokenizer.train(["abc"], 70000)
+    with pytest.raises(TokenizerError):
+        Tokenizer.train(["abc"], 100)
+
+
+@pytest.mark.parametrize("encoding", ["gbk", "gb18030", "utf-16", "utf-8-sig", "utf-8"])
+def test_encodings_are_detected(tmp_path, encoding):
+    text = "第一回　风雪惊变\r\n\r\n\r\n\r\n　　钱塘江浩浩江水，日日夜夜无穷无休的从临安牛家村边绕过。\r\n"
+    path = tmp_path / f"{encoding}.txt"
+    path.write_bytes(text.encode(encoding))
+    got, enc = read_text_file(str(path))
+    assert got == "第一回　风雪惊变\n\n钱塘江浩浩江水，日日夜夜无穷无休的从临安牛家村边绕过。\n"
+    assert enc == {"gbk": "gb18030", "utf-16": "utf-16"}.get(encoding, encoding)
+
+
+@pytest.mark.parametrize("content,message", [(b"", "empty"), (b"  \n\n ", "empty"),
+                                             (b"\x00\x01\x02binary\x00" * 50, "binary"),
+                                             (bytes(range(128, 256)) * 40, "replacement")])
+def test_bad_corpus_files_are_refused(tmp_path, content, message):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        read_text_file(str(path))
+
+
+def test_split_is_deterministic_and_keeps_the_tail_apart():
+    text = "".join(f"第{i}段。" * 20 + "\n\n" for i in range(40))
+    head, tail = split_document(text, 0.1)
+    assert head + tail == text
+    assert split_document(text, 0.1) == (head, tail)
+    assert 0.05 < len(tail) / len(text) < 0.15
+    assert tail.startswith("第") and head.endswith("\n\n")  # cut between paragraphs
+
+
+def test_prepare_writes_bins_meta_and_tokenizer(workdir):
+    d = workdir / "data" / "tiny"
+    meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
+    assert meta["vocab_size"] <= 600 and meta["tokenizer"]["special_tokens"]["<|end|>"] < meta["vocab_size"]
+    assert {s["path"].rsplit("/", 1)[-1] for s in meta["sources"]} == {"a.txt", "b.txt"}
+    assert all(s["encoding"] == "utf-8" for s in meta["sources"])
+    tok = Tokenizer.load(d / "tokenizer.json")
+    for split in ("train", "val"):
+        ids = np.fromfile(d / f"{split}.bin", dtype=np.uint16)
+        assert len(ids) == meta["splits"][split]["tokens"]
+        assert ids[0] == tok.eot_id
+        text = tok.decode([int(i) for i in ids if i != tok.eot_id])
+        assert len(text) == meta["splits"][split]["chars"]
+
+
+def test_prepare_errors_leave_previous_output_alone(workdir, tmp_path):
+    d = workdir / "data" / "tiny"
+    before = {f: (d / f).read_bytes() for f in ("train.bin", "meta.json")}
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\x00\x00binary\x00")
+    proc = run_script("prepare.py", "--dataset", "tiny", "--input", str(bad), cwd=workdir, check=False)
+    assert "bad.txt" in user_error(proc) and "binary" in user_error(proc)
+    assert {f: (d / f).read_bytes() for f in before} == before
+    assert not [f for f in os.listdir(workdir / "data") if "tmp" in f]
+
+
+def test_prepare_reuses_a_tokenizer_and_reports_missing_gpt2(workdir, tmp_path):
+    (tmp_path / "c.txt").write_text(corpus_text(2), encoding="utf-8")
+    run_script("prepare.py", "--dataset", "other", "--input", str(tmp_path / "c.txt"), "--tokenizer",
+               str(workdir / "data" / "tiny" / "tokenizer.json"), cwd=tmp_path)
+    a = json.loads((tmp_path / "data" / "other" / "tokenizer.json").read_text(encoding="utf-8"))
+    b = json.loads((workdir / "data" / "tiny" / "tokenizer.json").read_text(encoding="utf-8"))
+    assert a == b
+    proc = run_script("prepare.py", "--dataset", "g", "--input", str(tmp_path / "c.txt"), "--tokenizer", "gpt2",
+                      cwd=tmp_path, check=False, env={"TIKTOKEN_CACHE_DIR": str(tmp_path / "empty-cache")})
+    if proc.returncode != 0:  # no network here: a clear one-line error that says how to get the vocabulary
+        assert "GPT-2 vocabulary" in user_error(proc)

@@ -1,0 +1,117 @@
+"""train.py: configuration, resume, DDP on CPU, signals and checkpoints."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from checkpoint import find_checkpoint, load_checkpoint
+from conftest import REPO, TINY_MODEL, run_script, user_error
+
+RUN = ["--dataset=tiny", "--eval_interval=5", "--warmup_iters=2", "--lr_decay_iters=12", "--dropout=0.1",
+       "--learning_rate=3e-3", *[a for a in TINY_MODEL if not a.startswith("--dropout")]]
+
+
+def weights(folder):
+    return load_file(os.path.join(folder, "model.safetensors"))
+
+
+def test_config_file_spellings_and_errors(workdir):
+    for arg, message in [("--bogus=3", "unknown key 'bogus'"), ("--batch_size=big", "batch_size='big'"),
+                         ("config/nothing.py", "not found"), ("--task=rl", "task='rl'")]:
+        err = user_error(run_script("train.py", "--dataset=tiny", arg, cwd=workdir, check=False))
+        assert message in err
+    assert "Valid keys:" in user_error(run_script("train.py", "--bogus=3", cwd=workdir, check=False))
+    # config/NAME.py resolves to configs/NAME.py, from any working directory
+    proc = run_script("train.py", "config/pretrain.py", "--profile=tiny", "--dataset=tiny", "--out_dir=out/cfg",
+                      "--max_iters=2", cwd=workdir)
+    assert "profile tiny" in proc.stderr + proc.stdout
+    info = json.loads((workdir / "out/cfg/latest/config.json").read_text(encoding="utf-8"))
+    assert info["train_config"]["n_layer"] == 2 and info["step"] == 2
+
+
+def test_resume_reproduces_the_uninterrupted_run(workdir):
+    run_script("train.py", *RUN, "--out_dir=out/full", "--max_iters=12", cwd=workdir)
+    run_script("train.py", *RUN, "--out_dir=out/split", "--max_iters=5", cwd=workdir)
+    run_script("train.py", *RUN, "--out_dir=out/split", "--max_iters=12", "--init_from=resume", cwd=workdir)
+    a, b = weights(workdir / "out/full/latest"), weights(workdir / "out/split/latest")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    full = [json.loads(line) for line in open(workdir / "out/full/log.jsonl")]
+    split = [json.loads(line) for line in open(workdir / "out/split/log.jsonl")]
+    assert [r["step"] for r in split] == [0, 5, 5, 10, 12] and full[-1]["val_loss"] == split[-1]["val_loss"]
+    assert (workdir / "out/full/loss.png").stat().st_size > 1000
+
+
+def test_sft_loss_only_on_answers_and_best_checkpoint(trained):
+    info = json.loads((trained / "out/sft/best/config.json").read_text(encoding="utf-8"))
+    assert info["task"] == "sft" and info["best_val_loss"] < 10
+    rows = [json.loads(line) for line in open(trained / "out/sft/log.jsonl")]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert all(k in rows[0] for k in ("val_bpc", "lr", "tokens_per_sec", "chars_per_sec"))
+
+
+def test_checkpoint_loads_without_unpickling(trained, monkeypatch):
+    folder = find_checkpoint(str(trained / "out/sft"))
+    assert sorted(os.listdir(folder)) == ["config.json", "model.safetensors", "tokenizer.json"]
+    real_load = torch.load
+    calls = []
+
+    def guarded(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", guarded)
+    load_checkpoint(folder)
+    assert calls == []  # safetensors and JSON only
+    state = torch.load(trained / "out/sft/latest/trainer_state.pt", weights_only=True)
+    assert state["step"] == 60 and "optimizers" in state
+
+
+def test_interrupted_checkpoint_swap_falls_back_to_the_old_folder(trained, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained / "out/pre/best", run / "best.old")  # killed between the two renames
+    assert find_checkpoint(str(run)).endswith("best.old")
+    model, tok, info, _ = load_checkpoint(str(run))
+    assert info["task"] == "pretrain"
+
+
+def test_sigterm_saves_and_exits_cleanly(workdir):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), *RUN, "--out_dir=out/sig",
+                             "--max_iters=100000", "--eval_interval=1000"], cwd=workdir, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = workdir / "out/sig/log.jsonl"
+    deadline = time.time() + 60
+    while not log.exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "stopped by signal" in out
+    info = json.loads((workdir / "out/sig/latest/config.json").read_text(encoding="utf-8"))
+    assert info["step"] > 0
+    run_script("train.py", *RUN, "--out_dir=out/sig", f"--max_iters={info['step'] + 2}", "--init_from=resume",
+               cwd=workdir)
+
+
+def test_two_process_torchrun_on_cpu_trains_and_ranks_agree(workdir):
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    proc = subprocess.run(torchrun + [os.path.join(REPO, "train.py"), *RUN, "--out_dir=out/ddp", "--max_iters=6",
+                                      "--gradient_accumulation_steps=2", "--threads=1", "--eval_interval=3"],
+                          cwd=workdir, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "2 process(es)" in proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in open(workdir / "out/ddp/log.jsonl")]
+    assert [r["step"] for r in rows] == [0, 3, 6]  # only rank 0 logs
+    state = torch.load(workdir / "out/ddp/latest/trainer_state.pt", weights_only=True)
+    assert len(state["rng"]) == 2  # both ranks' sampler states are kept for resume
+    assert not torch.equal(state["rng"][0]["sampler"], state["rng"][1]["sampler"])  # ranks drew different data
