@@ -25,9 +25,62 @@ class SamplingParams:
     seed: int | None = None
 
 
-def sample_next(logits, generated, p, generator):
-    """Next token ids (B,) from last-position logits (B, V). generated: (B, n) tokens of the reply so far."""
+# UTF-8 decoder states between tokens: how many continuation bytes a character still needs, and the range the
+# next one must fall in (E0, ED, F0 and F4 narrow the first continuation byte; see RFC 3629).
+UTF8_STATES = [(0, 0, 0), (1, 0x80, 0xBF), (2, 0x80, 0xBF), (3, 0x80, 0xBF),
+               (2, 0xA0, 0xBF), (2, 0x80, 0x9F), (3, 0x90, 0xBF), (3, 0x80, 0x8F)]
+UTF8_LEAD = {0xE0: 4, 0xED: 5, 0xF0: 6, 0xF4: 7}
+
+
+def _utf8_step(state, byte):
+    """The state after one more byte, or None if the bytes are no longer valid UTF-8."""
+    need, lo, hi = UTF8_STATES[state]
+    if need:
+        return need - 1 if lo <= byte <= hi else None
+    if byte < 0x80:
+        return 0
+    if 0xC2 <= byte <= 0xDF:
+        return 1
+    if 0xE0 <= byte <= 0xEF:
+        return UTF8_LEAD.get(byte, 2)
+    if 0xF0 <= byte <= 0xF4:
+        return UTF8_LEAD.get(byte, 3)
+    return None
+
+
+def utf8_tables(tok, vocab_size):
+    """allowed[s, t]: token t may come next in UTF-8 state s; after[s, t]: the state after it. Masking with these
+    keeps every reply valid UTF-8: a byte-level model could otherwise put together bytes that are no character at
+    all (shown as U+FFFD). Special tokens (the end of a turn) may only come between characters."""
+    n = len(UTF8_STATES)
+    allowed = torch.zeros((n, vocab_size), dtype=torch.bool)
+    after = torch.zeros((n, vocab_size), dtype=torch.long)
+    specials = set(tok.special.values())
+    for t in range(min(vocab_size, tok.vocab_size)):
+        if t in specials:
+            allowed[0, t] = True
+            continue
+        try:
+            data = tok.decode_bytes([t])
+        except Exception:  # an id the tokenizer does not have
+            continue
+        for start in range(n):
+            state = start
+            for byte in data:
+                state = _utf8_step(state, byte)
+                if state is None:
+                    break
+            if state is not None:
+                allowed[start, t], after[start, t] = True, state
+    return allowed, after
+
+
+def sample_next(logits, generated, p, generator, allowed=None):
+    """Next token ids (B,) from last-position logits (B, V). generated: (B, n) tokens of the reply so far;
+    allowed: (B, V) tokens that may come next (None: all)."""
     logits = logits.float()
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
     if p.repetition_penalty != 1.0 and generated.shape[1]:
         seen = torch.gather(logits, 1, generated)
         seen = torch.where(seen > 0, seen / p.repetition_penalty, seen * p.repetition_penalty)
@@ -81,6 +134,8 @@ class Engine:
         self.is_chat = self.info.get("task") == "sft"
         self.stop_ids = {tokenizer.end_id, tokenizer.eot_id}
         self.last_stats = {"tokens": 0, "seconds": 0.0}
+        vocab = model.config.vocab_size
+        self.utf8_allowed, self.utf8_after = (t.to(device) for t in utf8_tables(tokenizer, vocab))
 
     @classmethod
     def from_checkpoint(cls, path, device="auto"):
@@ -112,6 +167,7 @@ class Engine:
             gen = torch.Generator(device=self.device).manual_seed(params.seed)
         generated = torch.zeros((B, 0), dtype=torch.long, device=self.device)
         alive = torch.ones(B, dtype=torch.bool, device=self.device)
+        utf8_state = torch.zeros(B, dtype=torch.long, device=self.device)  # each reply starts between characters
         cache = None
         for _ in range(params.max_new_tokens):
             if use_cache and (cache is None or cache.pos >= self.block_size):
@@ -131,7 +187,8 @@ class Engine:
                     c = KVCache(self.model.config, B, window, self.device, next(self.model.parameters()).dtype)
                     c.key_valid[:] = real[:, -window:]
                     logits, _ = self.model(tokens[:, -window:], cache=c)
-            nxt = sample_next(logits[:, -1, :], generated, params, gen)
+            nxt = sample_next(logits[:, -1, :], generated, params, gen, self.utf8_allowed[utf8_state])
+            utf8_state = self.utf8_after[utf8_state, nxt]
             nxt = torch.where(alive, nxt, torch.full_like(nxt, pad))
             out = [int(t) if a else None for t, a in zip(nxt.tolist(), alive.tolist())]
             stopped = torch.tensor([t in self.stop_ids for t in nxt.tolist()], device=self.device)

@@ -48,7 +48,7 @@ def main():
     md += ["## Model", "",
            f"- {m['n_layer']} layers, {m['n_embd']} wide, {m['n_head']} heads ({m['n_kv_head']} key/value), "
            f"context {m['block_size']}, vocabulary {m['vocab_size']:,}",
-           f"- profile {t['profile']}, device {t['device']}, dtype {t['dtype']}",
+           f"- profile {t['profile']}, device {info.get('device', t['device'])}, dtype {info.get('dtype', t['dtype'])}",
            f"- pretraining: {pre['step']} steps, best val loss {pre['best_val_loss']:.4f}; "
            f"SFT: {info['step']} steps, best val loss {info['best_val_loss']:.4f}", ""]
 

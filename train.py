@@ -248,6 +248,7 @@ def main():
         if not master:
             return
         info = {"task": cfg["task"], "dataset": cfg["dataset"], "step": step, "best_val_loss": best_val,
+                "device": sysinfo["device"], "dtype": sysinfo["dtype"], "processes": world,
                 "train_config": {k: v for k, v in cfg.items() if not k.startswith("_")},
                 "init_from": start_info.get("train_config", {}).get("out_dir", cfg["init_from"])}
         state = {"optimizers": [o.state_dict() for o in optimizers], "step": step, "best_val": best_val,

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from model import GPT, GPTConfig  # noqa: E402
 
 
-def bench(n_layer, n_embd, n_head, vocab, block, batch, steps, device):
+def bench(n_layer, n_embd, n_head, vocab, block, batch, steps, device, dtype):
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=vocab, block_size=block, n_layer=n_layer, n_head=n_head, n_embd=n_embd)).to(device)
     opt = model.optimizers("adamw", 1e-3, 0.1, (0.9, 0.95), device)[0]
@@ -26,7 +26,8 @@ def bench(n_layer, n_embd, n_head, vocab, block, batch, steps, device):
     for i in range(steps + 2):
         if i == 2:  # two warm-up steps
             t0 = time.perf_counter()
-        _, loss = model(x, y)
+        with torch.autocast(device, dtype=getattr(torch, dtype), enabled=dtype != "float32"):
+            _, loss = model(x, y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -36,23 +37,26 @@ def bench(n_layer, n_embd, n_head, vocab, block, batch, steps, device):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", nargs="+", default=["6x512x8x256x8", "4x256x4x256x8"],
+    ap.add_argument("--sizes", nargs="+", default=["6x512x8x256x8", "6x256x4x512x8"],
                     help="LAYERSxWIDTHxHEADSxBLOCKxBATCH")
     ap.add_argument("--vocab_size", type=int, default=8192)
     ap.add_argument("--chars_per_token", type=float, default=1.39, help="of your tokenizer on your text")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="autocast dtypes to compare")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"device {device}, {torch.get_num_threads()} threads, vocab {args.vocab_size}")
-    print(f"{'layers x width x heads':>24} {'block':>6} {'batch':>6} {'params':>9} {'tokens/s':>10} {'chars/s':>10}")
+    print(f"{'layers x width x heads':>24} {'block':>6} {'batch':>6} {'params':>9} {'dtype':>9} {'tokens/s':>10} "
+          f"{'chars/s':>10}")
     for s in args.sizes:
         n_layer, n_embd, n_head, block, batch = map(int, s.split("x"))
-        n, tps = bench(n_layer, n_embd, n_head, args.vocab_size, block, batch, args.steps, device)
-        print(f"{f'{n_layer} x {n_embd} x {n_head}':>24} {block:>6} {batch:>6} {n / 1e6:>8.2f}M {tps:>10,.0f} "
-              f"{tps * args.chars_per_token:>10,.0f}")
+        for dtype in args.dtypes:
+            n, tps = bench(n_layer, n_embd, n_head, args.vocab_size, block, batch, args.steps, device, dtype)
+            print(f"{f'{n_layer} x {n_embd} x {n_head}':>24} {block:>6} {batch:>6} {n / 1e6:>8.2f}M {dtype:>9} "
+                  f"{tps:>10,.0f} {tps * args.chars_per_token:>10,.0f}")
 
 
 if __name__ == "__main__":

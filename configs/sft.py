@@ -17,7 +17,7 @@ if profile == "gpu":
 elif profile == "cpu":    # about 5 minutes
     block_size, batch_size = 512, 16
     dropout = 0.0
-    learning_rate, min_lr, warmup_iters = 1e-3, 1e-4, 30
+    learning_rate, min_lr, warmup_iters = 2e-3, 2e-4, 30
     max_iters, max_seconds = 100000, 300.0
     eval_interval, eval_iters = 100, 10
 else:

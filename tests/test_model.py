@@ -1,4 +1,6 @@
 """model.py and the engine's generation."""
+import codecs
+
 import pytest
 import torch
 
@@ -115,3 +117,20 @@ def test_trained_chat_model_streams_chinese_without_replacement_characters(train
     for seed in range(3):
         pieces = list(engine.stream("郭靖是谁？", SamplingParams(max_new_tokens=40, seed=seed)))
         assert pieces and all("\ufffd" not in p for p in pieces)
+
+
+def test_sampling_keeps_replies_valid_utf8_even_for_an_untrained_model(workdir):
+    tok = Tokenizer.load(workdir / "data" / "tiny" / "tokenizer.json")
+    engine = Engine(tiny(vocab_size=tok.vocab_size).eval(), tok, {"task": "sft"})
+    hot = SamplingParams(max_new_tokens=60, temperature=2.0, top_k=0, top_p=1.0, repetition_penalty=1.0)
+    for seed in range(5):
+        hot.seed = seed
+        ids = engine.generate([[tok.eot_id]], hot)[0]
+        # strict: raises on any invalid byte; only an unfinished last character (cut by max_new_tokens) may remain
+        codecs.getincrementaldecoder("utf-8")("strict").decode(tok.decode_bytes(ids), final=False)
+    after, allowed = engine.utf8_after, engine.utf8_allowed
+    lead = tok.encode("\U0010ffff")[0]  # a lone F4 lead byte: the next byte must be 80..8F
+    assert tok.decode_bytes([lead]) == b"\xf4"
+    state = int(after[0, lead])
+    assert not allowed[state, tok.encode("\u00bf")[-1]] or tok.decode_bytes(tok.encode("\u00bf")[-1:])[0] <= 0x8f
+    assert not allowed[state, tok.end_id] and allowed[0, tok.end_id]

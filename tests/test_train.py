@@ -115,3 +115,11 @@ def test_two_process_torchrun_on_cpu_trains_and_ranks_agree(workdir):
     state = torch.load(workdir / "out/ddp/latest/trainer_state.pt", weights_only=True)
     assert len(state["rng"]) == 2  # both ranks' sampler states are kept for resume
     assert not torch.equal(state["rng"][0]["sampler"], state["rng"][1]["sampler"])  # ranks drew different data
+
+
+def test_compare_runs_overlays_curves(workdir):
+    run_script("train.py", *RUN, "--out_dir=out/cmp_a", "--max_iters=5", cwd=workdir)
+    run_script("train.py", *RUN, "--out_dir=out/cmp_b", "--max_iters=5", "--optimizer=muon", cwd=workdir)
+    proc = run_script("compare_runs.py", "out/cmp_a", "out/cmp_b", "--output", "out/cmp.png", cwd=workdir)
+    assert (workdir / "out/cmp.png").stat().st_size > 1000 and "out/cmp_b: 5 steps" in proc.stdout
+    assert "no log.jsonl" in user_error(run_script("compare_runs.py", "out/nothing", cwd=workdir, check=False))

@@ -1,0 +1,40 @@
+"""run.sh end to end on the tiny profile, in a copy of the repository (the real data/ and out/ stay untouched)."""
+import os
+import shutil
+import subprocess
+
+from conftest import REPO
+
+
+def copy_repo(dest):
+    def ignore(folder, names):
+        skip = {".git", "out", "__pycache__", ".pytest_cache", ".gradio"}
+        generated = (".bin", "meta.json", "tokenizer.json")
+        return [n for n in names if n in skip or (folder.endswith(os.path.join("data", "jinyong"))
+                                                    and n.endswith(generated))]
+    shutil.copytree(REPO, dest, ignore=ignore)
+    return dest
+
+
+def run_sh(cwd, *args):
+    return subprocess.run(["bash", "run.sh", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_run_sh_tiny_profile_runs_every_stage_then_skips_them(tmp_path):
+    repo = copy_repo(tmp_path / "repo")
+    proc = run_sh(repo, "--profile", "tiny")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for stage in ("prepare", "prepare_sft", "pretrain", "sft", "eval", "report"):
+        assert f"== {stage}: " in proc.stdout
+    report = (repo / "out" / "REPORT.md").read_text(encoding="utf-8")
+    for section in ("## Data and tokenizer", "## Model", "## Time per stage", "## Loss curves",
+                    "## Evaluation", "corpus_only", "seen", "介绍一下《天龙八部》的主角"):
+        assert section in report
+    assert "python app.py" in proc.stdout.strip().splitlines()[-1]
+    again = run_sh(repo, "--profile", "tiny")
+    assert again.returncode == 0 and again.stdout.count("up to date") == 6
+    (repo / "data" / "jinyong" / "test.jsonl").write_text('{"question": "broken"\n', encoding="utf-8")
+    failed = run_sh(repo, "--profile", "tiny")
+    assert failed.returncode != 0 and "stage 'eval' failed" in failed.stderr
+    assert "== report" not in failed.stdout
