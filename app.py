@@ -117,6 +117,7 @@ def build_app(root="out", default=None, device="auto", concurrency=1):
                    gr.Slider(16, 512, value=256, step=16, label="max new tokens", render=False)]
         gr.ChatInterface(backend.respond, title="MiniGLM 金庸问答", description=description,
                          additional_inputs=[checkpoint] + sliders, additional_inputs_accordion="设置 Settings",
+                         # gradio wants every input's value in an example when there are additional inputs
                          examples=[[q, checkpoint.value, 0.7, 50, 0.9, 256] for q in EXAMPLES] if checkpoints
                          else None, cache_examples=False, concurrency_limit=concurrency, api_name="chat")
     demo.queue(default_concurrency_limit=concurrency)

@@ -267,6 +267,7 @@ class SFTData:
         self.tokens = np.memmap(base + ".bin", dtype=np.uint16, mode="r")
         self.mask = np.memmap(base + ".mask.bin", dtype=np.uint8, mode="r")
         self.offsets = np.fromfile(base + ".offsets.bin", dtype=np.int64)
+        self.by_length = np.argsort(np.diff(self.offsets), kind="stable")  # example ids, shortest first
 
     def __len__(self):
         return len(self.offsets) - 1
@@ -276,10 +277,16 @@ class SFTData:
         return self.tokens[a:b].astype(np.int64), self.mask[a:b].astype(np.int64)
 
 
-def get_batch_sft(data, batch_size, block_size, device, generator, pad_id=0):
+def get_batch_sft(data, batch_size, block_size, device, generator, pad_id=0, group_by_length=False):
     """batch_size whole examples, cut to block_size+1 tokens and right-padded to the longest. Returns x, y and the
-    loss mask aligned with y; padding has mask 0 so it never counts."""
-    picks = torch.randint(len(data), (batch_size,), generator=generator).tolist()
+    loss mask aligned with y; padding has mask 0 so it never counts. group_by_length draws the batch from a random
+    stretch of examples of similar length (4 batches wide), so less of each batch is padding."""
+    if group_by_length and len(data) > 4 * batch_size:
+        start = int(torch.randint(len(data) - 4 * batch_size + 1, (1,), generator=generator))
+        window = torch.randperm(4 * batch_size, generator=generator)[:batch_size] + start
+        picks = [int(data.by_length[i]) for i in window]
+    else:
+        picks = torch.randint(len(data), (batch_size,), generator=generator).tolist()
     examples = [data.example(i) for i in picks]
     width = min(block_size + 1, max(len(t) for t, _ in examples))
     toks = torch.full((batch_size, width), pad_id, dtype=torch.long)

@@ -88,7 +88,7 @@ def reference_loss(engine, questions, references):
             "bits_per_char": total_nats / math.log(2) / max(1, total_chars)}
 
 
-def summarize(rows, name):
+def summarize(rows):
     """Aggregate per-answer rows of one model into the metrics of results.json."""
     n = len(rows)
     mean = lambda key: sum(r[key] for r in rows) / n if n else 0.0  # noqa: E731
@@ -109,10 +109,10 @@ def evaluate(engine, questions, references, groups, params, batch_size):
         rows.append({"answer": a, "group": g, "rouge_l_f": c["f"], "rouge_l_p": c["p"], "rouge_l_r": c["r"],
                      "rouge_l_f_words": w["f"], "rouge_l_p_words": w["p"], "rouge_l_r_words": w["r"],
                      "answer_chars": len(a), **{k: float(v) for k, v in checks.items()}})
-    result = summarize(rows, "all")
+    result = summarize(rows)
     result["tokens_per_second"] = stats["tokens"] / stats["seconds"] if stats["seconds"] else 0.0
     result.update(reference_loss(engine, questions, references))
-    result["groups"] = {g: summarize([r for r in rows if r["group"] == g], g) for g in sorted(set(groups)) if g}
+    result["groups"] = {g: summarize([r for r in rows if r["group"] == g]) for g in sorted(set(groups)) if g}
     return result, rows
 
 

@@ -1,6 +1,5 @@
 """Write out/REPORT.md after run.sh: data and tokenizer, model, time per stage, curves, evaluation, sample answers."""
 import argparse
-import json
 import os
 
 from checkpoint import find_checkpoint, read_info

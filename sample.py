@@ -10,24 +10,19 @@ import json
 import os
 import sys
 
-from data_utils import DataError, detect_and_decode
+from data_utils import DataError, detect_and_decode, read_records
 from engine import Engine, add_sampling_args, sampling_params
 from errors import run_main
 
 
 def read_questions(path):
-    with open(path, "rb") as f:
-        text, _ = detect_and_decode(f.read(), path)
+    """The records of a JSONL (or JSON array) file, each with a non-empty string 'question'."""
     rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{n}: malformed JSON ({e.msg})") from None
+    for _, rec, where in read_records(path):
+        if isinstance(rec, DataError):
+            raise rec
         if not isinstance(rec, dict) or not isinstance(rec.get("question"), str) or not rec["question"].strip():
-            raise DataError(f"{path}:{n}: expected an object with a non-empty string field 'question'")
+            raise DataError(f"{where}: expected an object with a non-empty string field 'question'")
         rows.append(rec)
     if not rows:
         raise DataError(f"{path}: no questions")

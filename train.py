@@ -45,6 +45,7 @@ tie_embeddings = True
 # optimisation
 batch_size = 16              # sequences per micro-step on each process
 gradient_accumulation_steps = 1   # micro-steps per optimizer step, over all processes together
+group_by_length = True       # SFT: draw each batch among examples of similar length (less padding)
 max_iters = 2000
 max_seconds = 0.0            # wall-clock budget; when set, training stops when it is spent and the schedule fits it
 optimizer = "adamw"          # 'adamw', or 'muon' (torch.optim.Muon for the block matrices, AdamW for the rest)
@@ -142,7 +143,7 @@ def load_data(cfg, tok):
 
         def batch(split, gen):
             return get_batch_sft(splits[split], cfg["batch_size"], cfg["block_size"], cfg["_device"], gen,
-                                 pad_id=tok.eot_id)
+                                 pad_id=tok.eot_id, group_by_length=cfg["group_by_length"] and split == "train")
     else:
         raise ConfigError(f"task={cfg['task']!r}: expected 'pretrain' or 'sft'")
     return batch, cpt
@@ -273,7 +274,7 @@ def main():
     max_seconds = cfg["max_seconds"]
     if max_seconds:
         bar = tqdm(total=round(max_seconds), initial=round(elapsed_before), unit="s", disable=not master,
-                   desc=cfg["task"], bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}s [{elapsed}<{remaining}{postfix}]")
+                   desc=cfg["task"], bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}s [{elapsed}<{remaining}{postfix}]")
     else:
         bar = tqdm(total=cfg["max_iters"], initial=step, unit="it", disable=not master, desc=cfg["task"])
     t_start = time.time()
@@ -346,8 +347,8 @@ def main():
         step += 1
         if master and step % cfg["log_interval"] == 0:
             bar.set_postfix(loss=f"{loss.item() * grad_accum:.3f}", lr=f"{lr:.1e}")
-        if max_seconds:
-            bar.update(round(elapsed_before + time.time() - t_start) - bar.n)
+        if max_seconds:  # never past the total: tqdm would then forget it
+            bar.update(min(round(elapsed_before + time.time() - t_start), bar.total) - bar.n)
         else:
             bar.update(1)
     bar.close()

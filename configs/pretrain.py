@@ -18,7 +18,7 @@ elif profile == "cpu":    # a 2-core laptop: about 10 minutes
     n_layer, n_head, n_embd, block_size = 6, 4, 256, 512
     batch_size, gradient_accumulation_steps = 8, 1
     dropout = 0.0
-    learning_rate, min_lr, warmup_iters = 3e-3, 3e-4, 50
+    learning_rate, min_lr, warmup_iters = 2e-3, 2e-4, 50
     max_iters, max_seconds = 100000, 600.0
     eval_interval, eval_iters = 100, 10
 else:                     # tiny: a smoke test of the pipeline in seconds

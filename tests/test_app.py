@@ -55,7 +55,7 @@ def ask(url, message, checkpoint="out/sft", max_new_tokens=40):
 
 
 def test_app_binds_to_localhost_by_default_and_lists_checkpoints(trained):
-    from app import build_app, find_checkpoints
+    from app import find_checkpoints
     assert find_checkpoints(str(trained / "out"))[0].endswith("sft")
     src = open(os.path.join(REPO, "app.py"), encoding="utf-8").read()
     assert 'default="127.0.0.1"' in src and "share=args.share" in src

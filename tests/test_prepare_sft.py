@@ -98,12 +98,21 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
     assert "python prepare.py --dataset nothing" in user_error(proc)
 
 
-def test_batches_draw_whole_examples_and_never_count_padding(workdir, tok):
+@pytest.mark.parametrize("grouped", [False, True])
+def test_batches_draw_whole_examples_and_never_count_padding(workdir, tok, grouped):
     import torch
     data = SFTData(str(workdir / "data" / "tiny"), "train")
-    x, y, m = get_batch_sft(data, 8, 128, "cpu", torch.Generator().manual_seed(0), pad_id=tok.eot_id)
+    batch = 3 if grouped else 8
+    assert not grouped or len(data) > 4 * batch  # so that grouping is really used
+    x, y, m = get_batch_sft(data, batch, 128, "cpu", torch.Generator().manual_seed(0), pad_id=tok.eot_id,
+                            group_by_length=grouped)
     assert x.shape == y.shape == m.shape
-    for row in range(8):
+    if grouped:  # drawn among 4 * batch examples of neighbouring length
+        lengths = sorted(np.diff(data.offsets))
+        widest_window = max(lengths[i + 4 * batch - 1] - lengths[i] for i in range(len(lengths) - 4 * batch + 1))
+        real = [int((torch.cat([x[r], y[r, -1:]]) != tok.eot_id).nonzero().max()) + 1 for r in range(batch)]
+        assert max(real) - min(real) <= widest_window
+    for row in range(batch):
         ids = [int(t) for t in x[row]] + [int(y[row, -1])]
         if ids[0] != tok.eot_id:
             pytest.fail("an example must start at its beginning")

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -123,3 +122,12 @@ def test_compare_runs_overlays_curves(workdir):
     proc = run_script("compare_runs.py", "out/cmp_a", "out/cmp_b", "--output", "out/cmp.png", cwd=workdir)
     assert (workdir / "out/cmp.png").stat().st_size > 1000 and "out/cmp_b: 5 steps" in proc.stdout
     assert "no log.jsonl" in user_error(run_script("compare_runs.py", "out/nothing", cwd=workdir, check=False))
+
+
+def test_max_seconds_budget_stops_training_and_saves(workdir):
+    proc = run_script("train.py", *RUN, "--out_dir=out/budget", "--max_iters=1000000", "--max_seconds=3",
+                      "--eval_interval=1000000", cwd=workdir)
+    rows = [json.loads(line) for line in open(workdir / "out/budget/log.jsonl")]
+    assert rows[-1]["time"] >= 3 and rows[-1]["step"] > 0 and "done:" in proc.stderr + proc.stdout
+    info = json.loads((workdir / "out/budget/latest/config.json").read_text(encoding="utf-8"))
+    assert info["step"] == rows[-1]["step"]
