@@ -169,7 +169,11 @@ def main():
     os.replace(tmp, os.path.join(args.output, "answers.jsonl"))
     metrics = ["rouge_l_f", "rouge_l_p", "rouge_l_r", "rouge_l_f_words", "empty_rate", "garbled_rate",
                "repetition_rate", "truncated_rate"]
-    plot_bars(results, metrics, os.path.join(args.output, "metrics.png"), f"{os.path.basename(args.test)}")
+    bars = {}
+    for m, r in results.items():  # each model overall, then per test group
+        bars[m] = r
+        bars.update({f"{m} [{g}]": gr for g, gr in r.get("groups", {}).items()})
+    plot_bars(bars, metrics, os.path.join(args.output, "metrics.png"), f"{os.path.basename(args.test)}")
     plot_per_question({m: [r["rouge_l_f"] for r in answers[m]] for m in results},
                       os.path.join(args.output, "per_question.png"), "ROUGE-L F1 (characters) per question")
     print_table(results)

@@ -28,7 +28,7 @@ echo "run.sh: profile $PROFILE_NAME"
 DATA=data/jinyong
 mkdir -p out
 TIMES=out/stage_times.tsv
-[ -f "$TIMES" ] || : > "$TIMES"
+if [ "$FORCE" = 1 ] || [ ! -f "$TIMES" ]; then : > "$TIMES"; fi
 EVAL_ARGS=()
 if [ "$PROFILE_NAME" = tiny ]; then EVAL_ARGS=(--limit 24 --max_new_tokens 48); fi
 
@@ -71,7 +71,7 @@ stage prepare_sft "$DATA/sft_meta.json"        "$DATA/sft.jsonl $DATA/meta.json"
       $PYTHON prepare_sft.py --dataset jinyong
 stage pretrain    "out/pretrain/best"          "$DATA/meta.json configs/pretrain.py" \
       $PYTHON train.py config/pretrain.py
-stage sft         "out/sft/best"               "out/pretrain/best $DATA/sft_meta.json configs/sft.py" \
+stage sft         "out/sft/best"               "out/pretrain/latest $DATA/sft_meta.json configs/sft.py" \
       $PYTHON train.py config/sft.py
 stage eval        "out/eval/results.json"      "out/sft/best $DATA/test.jsonl" \
       $PYTHON eval_rouge.py --out_dir out/sft --output out/eval "${EVAL_ARGS[@]}"
