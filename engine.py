@@ -204,16 +204,13 @@ class Engine:
         """New tokens of each prompt (without the stop token), and the stats of the run."""
         t0 = time.perf_counter()
         outs = [[] for _ in prompts]
-        done = [False] * len(prompts)
         n = 0
         for step in self.generate_tokens(prompts, params, use_cache):
-            for i, t in enumerate(step):
-                if t is None or done[i]:
+            for i, t in enumerate(step):  # a row yields None once it has stopped
+                if t is None:
                     continue
                 n += 1
-                if t in self.stop_ids:
-                    done[i] = True
-                else:
+                if t not in self.stop_ids:
                     outs[i].append(t)
         self.last_stats = {"tokens": n, "seconds": time.perf_counter() - t0}
         return outs

@@ -191,7 +191,6 @@ def main():
             raise ConfigError(f"data/{cfg['dataset']} was prepared with another tokenizer than {folder}; "
                               f"prepare it with --tokenizer {folder}/tokenizer.json")
         log(f"initialised from {folder} (step {start_info.get('step', '?')}, {start_info.get('task', '?')})")
-    cfg["_device"] = sysinfo["device"]
     batch_fn, chars_per_token = load_data(cfg, tok)
     model.to(sysinfo["device"])
     n_params = model.num_params()
