@@ -6,6 +6,7 @@ print it and exit with code 2.
 import codecs
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
@@ -223,6 +224,11 @@ def write_json(path, obj):
     os.replace(tmp, path)
 
 
+def file_sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def read_json(path):
     try:
         with open(path, encoding="utf-8") as f:
@@ -247,13 +253,21 @@ def open_tokens(path):
     return np.memmap(path, dtype=np.uint16, mode="r")
 
 
-def get_batch_pretrain(tokens, batch_size, block_size, device, generator):
-    """Random windows of block_size+1 tokens from a uint16 memmap; y is x shifted by one."""
+def get_batch_pretrain(tokens, batch_size, block_size, device, generator, sft=None, sft_rows=0):
+    """Random windows of block_size+1 tokens from a uint16 memmap; y is x shifted by one. With sft and sft_rows,
+    the last sft_rows rows are packed Q&A examples instead, and a loss mask (1 on all corpus tokens, on the
+    replies of the Q&A rows) comes back as well; without them the mask is None."""
     if len(tokens) <= block_size + 1:
         raise DataError(f"only {len(tokens)} tokens, fewer than block_size+1={block_size + 1}; lower block_size")
-    starts = torch.randint(len(tokens) - block_size - 1, (batch_size,), generator=generator).tolist()
+    n_text = batch_size - sft_rows
+    starts = torch.randint(len(tokens) - block_size - 1, (n_text,), generator=generator).tolist()
     win = torch.from_numpy(np.stack([tokens[s:s + block_size + 1].astype(np.int64) for s in starts]))
-    return to_device(win[:, :-1], win[:, 1:], device=device)
+    if not sft_rows:
+        return (*to_device(win[:, :-1], win[:, 1:], device=device), None)
+    qa, qa_mask = get_batch_packed_sft(sft, sft_rows, block_size, generator)
+    win = torch.cat([win, qa])
+    mask = torch.cat([torch.ones((n_text, block_size + 1), dtype=torch.long), qa_mask])
+    return to_device(win[:, :-1], win[:, 1:], mask[:, 1:], device=device)
 
 
 class SFTData:
@@ -264,6 +278,10 @@ class SFTData:
         for suffix in (".bin", ".mask.bin", ".offsets.bin"):
             if not os.path.exists(base + suffix):
                 raise DataError(f"{base + suffix}: not found (run prepare_sft.py first)")
+        written_with = read_json(os.path.join(data_dir, "sft_meta.json")).get("tokenizer_sha256")
+        if written_with and written_with != file_sha256(os.path.join(data_dir, "tokenizer.json")):
+            raise DataError(f"{base}.bin was written with another tokenizer than {data_dir}/tokenizer.json "
+                            f"(prepare.py ran since); run prepare_sft.py again")
         self.tokens = np.memmap(base + ".bin", dtype=np.uint16, mode="r")
         self.mask = np.memmap(base + ".mask.bin", dtype=np.uint8, mode="r")
         self.offsets = np.fromfile(base + ".offsets.bin", dtype=np.int64)
@@ -277,10 +295,29 @@ class SFTData:
         return self.tokens[a:b].astype(np.int64), self.mask[a:b].astype(np.int64)
 
 
-def get_batch_sft(data, batch_size, block_size, device, generator, pad_id=0, group_by_length=False):
+def get_batch_packed_sft(data, rows, block_size, generator):
+    """rows rows of block_size+1 tokens, each random whole SFT examples laid end to end (each starts with the
+    document token) and cut at the end; the mask keeps the loss on the replies only. For mixing Q&A into
+    pretraining, where every row is full."""
+    toks = torch.empty((rows, block_size + 1), dtype=torch.long)
+    mask = torch.empty((rows, block_size + 1), dtype=torch.long)
+    for row in range(rows):
+        filled = 0
+        while filled < block_size + 1:
+            t, m = data.example(int(torch.randint(len(data), (1,), generator=generator)))
+            n = min(len(t), block_size + 1 - filled)
+            toks[row, filled:filled + n] = torch.from_numpy(t[:n])
+            mask[row, filled:filled + n] = torch.from_numpy(m[:n])
+            filled += n
+    return toks, mask
+
+
+def get_batch_sft(data, batch_size, block_size, device, generator, pad_id=0, group_by_length=False,
+                  prompt_weight=0.0):
     """batch_size whole examples, cut to block_size+1 tokens and right-padded to the longest. Returns x, y and the
-    loss mask aligned with y; padding has mask 0 so it never counts. group_by_length draws the batch from a random
-    stretch of examples of similar length (4 batches wide), so less of each batch is padding."""
+    loss weights aligned with y: 1 on the replies, prompt_weight on the rest of each example, 0 on padding (so it
+    never counts). group_by_length draws the batch from a random stretch of examples of similar length (4 batches
+    wide), so less of each batch is padding."""
     if group_by_length and len(data) > 4 * batch_size:
         start = int(torch.randint(len(data) - 4 * batch_size + 1, (1,), generator=generator))
         window = torch.randperm(4 * batch_size, generator=generator)[:batch_size] + start
@@ -290,9 +327,9 @@ def get_batch_sft(data, batch_size, block_size, device, generator, pad_id=0, gro
     examples = [data.example(i) for i in picks]
     width = min(block_size + 1, max(len(t) for t, _ in examples))
     toks = torch.full((batch_size, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((batch_size, width), dtype=torch.long)
+    mask = torch.zeros((batch_size, width), dtype=torch.float32 if prompt_weight else torch.long)
     for row, (t, m) in enumerate(examples):
         n = min(width, len(t))
         toks[row, :n] = torch.from_numpy(t[:n])
-        mask[row, :n] = torch.from_numpy(m[:n])
+        mask[row, :n] = torch.from_numpy(np.where(m[:n] == 1, 1.0, prompt_weight) if prompt_weight else m[:n])
     return to_device(toks[:, :-1], toks[:, 1:], mask[:, 1:], device=device)

@@ -11,7 +11,7 @@ import random
 
 import numpy as np
 
-from data_utils import DataError, atomic_output_dir, load_conversations, write_json
+from data_utils import DataError, atomic_output_dir, file_sha256, load_conversations, write_json
 from errors import run_main
 from tokenizer import Tokenizer, render_conversation
 
@@ -75,7 +75,7 @@ def main():
 
     report = {"source": src, "val_source": args.val or f"{args.val_fraction:.0%} of source", "read": n_read,
               "bad_skipped": len(bad), "bad_lines": [line for line, _ in bad][:50], "duplicates_dropped": n_dup,
-              "block_size": args.block_size, "splits": {}}
+              "block_size": args.block_size, "tokenizer_sha256": file_sha256(tok_path), "splits": {}}
     with atomic_output_dir(data_dir) as tmp:
         for split, cs in (("train", train), ("val", val)):
             tokens, masks, offsets, reply_chars = encode_split(tok, cs)

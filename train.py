@@ -46,8 +46,10 @@ tie_embeddings = True
 batch_size = 16              # sequences per micro-step on each process
 gradient_accumulation_steps = 1   # micro-steps per optimizer step, over all processes together
 group_by_length = True       # SFT: draw each batch among examples of similar length (less padding)
+prompt_loss_weight = 0.0     # SFT: weight of the loss on the rest of each example (questions), replies weigh 1
+sft_mix = 0.0                # pretraining: this share of each batch's rows are packed SFT examples (loss on replies)
 max_iters = 2000
-max_seconds = 0.0            # wall-clock budget; when set, training stops when it is spent and the schedule fits it
+max_seconds = 0.0            # wall-clock cap; training stops at it or max_iters, the LR schedule fits the first to end
 optimizer = "adamw"          # 'adamw', or 'muon' (torch.optim.Muon for the block matrices, AdamW for the rest)
 learning_rate = 1e-3
 min_lr = 1e-4
@@ -132,10 +134,20 @@ def load_data(cfg, tok):
         meta = read_json(os.path.join(data_dir, "meta.json"))
         splits = {s: open_tokens(os.path.join(data_dir, f"{s}.bin")) for s in ("train", "val")}
         cpt = {s: meta["splits"][s]["chars_per_token"] for s in ("train", "val")}
+        if not 0.0 <= cfg["sft_mix"] < 1.0:
+            raise ConfigError(f"sft_mix={cfg['sft_mix']}: expected a share of the batch from 0 up to (not incl.) 1")
+        sft_rows = round(cfg["batch_size"] * cfg["sft_mix"])
+        # Q&A seen during pretraining too (train split only: SFT's validation stays unseen) gives many more
+        # passes over the questions than SFT alone has time for, and teaches the corpus's facts in Q&A form
+        if sft_rows and not os.path.exists(os.path.join(data_dir, "sft_meta.json")):
+            raise ConfigError(f"sft_mix={cfg['sft_mix']} mixes Q&A into pretraining, but {data_dir} has no SFT data: "
+                              f"run python prepare_sft.py --dataset {cfg['dataset']} first, or pass --sft_mix=0")
+        sft = SFTData(data_dir, "train") if sft_rows else None
 
-        def batch(split, gen):
-            return (*get_batch_pretrain(splits[split], cfg["batch_size"], cfg["block_size"], cfg["_device"], gen),
-                    None)
+        def batch(split, gen):  # validation stays pure corpus, so its loss and bits/char compare across runs
+            rows = sft_rows if split == "train" else 0
+            return get_batch_pretrain(splits[split], cfg["batch_size"], cfg["block_size"], cfg["_device"], gen,
+                                      sft=sft, sft_rows=rows)
     elif cfg["task"] == "sft":
         meta = read_json(os.path.join(data_dir, "sft_meta.json"))
         splits = {s: SFTData(data_dir, s) for s in ("train", "val")}
@@ -143,7 +155,8 @@ def load_data(cfg, tok):
 
         def batch(split, gen):
             return get_batch_sft(splits[split], cfg["batch_size"], cfg["block_size"], cfg["_device"], gen,
-                                 pad_id=tok.eot_id, group_by_length=cfg["group_by_length"] and split == "train")
+                                 pad_id=tok.eot_id, group_by_length=cfg["group_by_length"] and split == "train",
+                                 prompt_weight=cfg["prompt_loss_weight"] if split == "train" else 0.0)
     else:
         raise ConfigError(f"task={cfg['task']!r}: expected 'pretrain' or 'sft'")
     return batch, cpt
@@ -290,7 +303,8 @@ def main():
             dist.broadcast(clock, 0)
             dist.all_reduce(stopping, op=dist.ReduceOp.MAX)
         elapsed, stopping = float(clock.item()), bool(stopping.item() > 0)
-        progress = elapsed / max_seconds if max_seconds else step / decay_iters
+        # the schedule follows whichever budget runs out first: iterations, or wall-clock seconds if set
+        progress = max(step / decay_iters, elapsed / max_seconds if max_seconds else 0.0)
         done = step >= cfg["max_iters"] or (max_seconds and elapsed >= max_seconds) or stopping
         lr = get_lr(cfg, step, progress)
         for opt in optimizers:

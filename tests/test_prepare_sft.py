@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import run_script, user_error, write_jsonl
-from data_utils import DataError, SFTData, get_batch_sft, load_conversations
+from data_utils import DataError, SFTData, get_batch_pretrain, get_batch_sft, load_conversations, open_tokens
 from tokenizer import Tokenizer, render_conversation, render_for_reply
 
 CONV = [{"role": "system", "content": "你是金庸小说专家。"},
@@ -93,6 +93,23 @@ def test_skip_bad_reports_and_continues(workdir, tmp_path):
     assert "mixed.jsonl:2" in proc.stdout
 
 
+def test_sft_bins_from_an_older_tokenizer_are_refused(workdir, tmp_path):
+    import shutil
+    shutil.copytree(workdir / "data" / "tiny", tmp_path / "data" / "tiny")
+    run_script("prepare.py", "--dataset", "tiny", "--vocab_size", "400", cwd=tmp_path)  # a new tokenizer
+    for task in ("pretrain", "sft"):
+        proc = run_script("train.py", "--dataset=tiny", f"--task={task}", "--sft_mix=0.5", "--n_layer=1",
+                          "--n_embd=32", "--n_head=2", "--block_size=64", cwd=tmp_path, check=False)
+        assert "another tokenizer" in user_error(proc) and "prepare_sft.py" in user_error(proc)
+    shutil.rmtree(tmp_path / "data" / "tiny")
+    shutil.copytree(workdir / "data" / "tiny", tmp_path / "data" / "tiny")
+    for name in os.listdir(tmp_path / "data" / "tiny"):
+        if name.startswith("sft_"):
+            os.remove(tmp_path / "data" / "tiny" / name)
+    proc = run_script("train.py", "--dataset=tiny", "--sft_mix=0.5", cwd=tmp_path, check=False)
+    assert "--sft_mix=0" in user_error(proc) and "prepare_sft.py --dataset tiny" in user_error(proc)
+
+
 def test_missing_dataset_is_a_clear_error(tmp_path):
     proc = run_script("prepare_sft.py", "--dataset", "nothing", cwd=tmp_path, check=False)
     assert "python prepare.py --dataset nothing" in user_error(proc)
@@ -119,6 +136,36 @@ def test_batches_draw_whole_examples_and_never_count_padding(workdir, tok, group
         n_real = int(np.nonzero(np.array(ids) != tok.eot_id)[0].max()) + 1  # padding after the last real token
         assert m[row, n_real:].sum() == 0
         assert y[row][m[row] == 1].tolist()[-1] == tok.end_id  # the reply's end token is learned
+
+
+def test_prompt_loss_weight_counts_questions_a_little_and_padding_never(workdir, tok):
+    import torch
+    data = SFTData(str(workdir / "data" / "tiny"), "train")
+    args = (data, 8, 128, "cpu")
+    x, y, m = get_batch_sft(*args, torch.Generator().manual_seed(0), pad_id=tok.eot_id)
+    _, _, w = get_batch_sft(*args, torch.Generator().manual_seed(0), pad_id=tok.eot_id, prompt_weight=0.25)
+    real = torch.zeros_like(m)  # positions whose target is part of the example (not padding)
+    for row in range(8):
+        ids = [int(t) for t in x[row]] + [int(y[row, -1])]
+        real[row, :int(np.nonzero(np.array(ids) != tok.eot_id)[0].max())] = 1
+    assert torch.equal(w[m == 1], torch.ones_like(w[m == 1]))
+    assert set(w[(m == 0) & (real == 1)].tolist()) == {0.25} and w[real == 0].sum() == 0
+
+
+def test_pretraining_batches_can_mix_in_packed_qa_rows(workdir, tok):
+    import torch
+    data_dir = workdir / "data" / "tiny"
+    corpus, qa = open_tokens(str(data_dir / "train.bin")), SFTData(str(data_dir), "train")
+    x, y, m = get_batch_pretrain(corpus, 4, 64, "cpu", torch.Generator().manual_seed(0))
+    assert x.shape == (4, 64) and m is None
+    x, y, m = get_batch_pretrain(corpus, 4, 64, "cpu", torch.Generator().manual_seed(0), sft=qa, sft_rows=1)
+    assert x.shape == y.shape == m.shape == (4, 64)
+    assert m[:3].all()  # corpus rows: every token counts
+    row = [int(t) for t in x[3]] + [int(y[3, -1])]
+    assert row[0] == tok.eot_id and row.count(tok.eot_id) >= 2  # whole examples laid end to end
+    answers = tok.decode([t for t, keep in zip(y[3].tolist(), m[3].tolist()) if keep and t != tok.end_id])
+    questions = tok.decode([t for t, keep in zip(y[3].tolist(), m[3].tolist()) if not keep])
+    assert "？" in questions and "？" not in answers  # the loss is on the replies only
 
 
 def test_long_conversations_drop_oldest_turns_first(tok):

@@ -131,3 +131,19 @@ def test_max_seconds_budget_stops_training_and_saves(workdir):
     assert rows[-1]["time"] >= 3 and rows[-1]["step"] > 0 and "done:" in proc.stderr + proc.stdout
     info = json.loads((workdir / "out/budget/latest/config.json").read_text(encoding="utf-8"))
     assert info["step"] == rows[-1]["step"]
+    # the learning rate has decayed to min_lr by the end, whichever budget ended the run
+    assert abs(rows[-1]["lr"] - 1e-4) < 1e-9
+
+
+def test_iterations_ending_before_the_time_cap_still_finish_the_schedule(workdir):
+    run_script("train.py", *RUN, "--out_dir=out/cap", "--max_iters=6", "--lr_decay_iters=0", "--max_seconds=1000",
+               "--min_lr=1e-4", cwd=workdir)
+    rows = [json.loads(line) for line in open(workdir / "out/cap/log.jsonl")]
+    assert rows[-1]["step"] == 6 and abs(rows[-1]["lr"] - 1e-4) < 1e-9
+
+
+def test_pretraining_with_qa_rows_mixed_in(workdir):
+    run_script("train.py", *RUN, "--out_dir=out/mix", "--max_iters=3", "--sft_mix=0.25", cwd=workdir)
+    info = json.loads((workdir / "out/mix/latest/config.json").read_text(encoding="utf-8"))
+    assert info["train_config"]["sft_mix"] == 0.25 and info["step"] == 3
+    assert "sft_mix=1.5" in user_error(run_script("train.py", *RUN, "--sft_mix=1.5", cwd=workdir, check=False))
