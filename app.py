@@ -6,9 +6,11 @@
 import argparse
 import os
 import threading
+from collections import OrderedDict
 
 import gradio as gr
 
+from checkpoint import CheckpointError, find_checkpoint
 from engine import Engine, SamplingParams
 from errors import UserError, run_main
 
@@ -44,18 +46,52 @@ def message_text(content):
     return ""
 
 
-class ChatBackend:
-    """Loads each checkpoint once and answers; gradio's queue serialises the calls (concurrency_limit)."""
+def is_within(path, folder):
+    """Whether path is folder or inside it; both are real paths (symbolic links and '..' resolved)."""
+    return os.path.commonpath([path, folder]) == folder
 
-    def __init__(self, root, device="auto"):
-        self.root, self.device = root, device
-        self.engines, self.lock = {}, threading.Lock()
+
+class ChatBackend:
+    """Answers with the checkpoints under root (and the one the owner named with --out_dir), nothing else: a
+    client can type any path into the checkpoint box. Engines are cached by the real path of the checkpoint folder
+    (so many spellings of one path load it once) in a small LRU; the lock guards the cache and loading only,
+    never generation."""
+
+    def __init__(self, root, device="auto", default=None, cache_size=2):
+        self.root, self.device, self.cache_size = root, device, cache_size
+        self.allowed = [os.path.realpath(root)] + ([os.path.realpath(default)] if default else [])
+        self.engines, self.lock = OrderedDict(), threading.Lock()
+
+    def permitted(self, path):
+        try:
+            real = os.path.realpath(path)
+        except (TypeError, ValueError):  # not a string, or one with a NUL in it
+            return False
+        return any(is_within(real, folder) for folder in self.allowed)
 
     def engine(self, path):
+        """The Engine for a checkpoint or run folder under root; CheckpointError for anything else."""
+        if not self.permitted(path):
+            raise CheckpointError(f"{path}: not under {self.root}/")
+        try:
+            found = find_checkpoint(os.path.realpath(path))
+        except CheckpointError:
+            raise CheckpointError(f"{path}: no checkpoint there") from None
+        key = os.path.realpath(found)
+        if not self.permitted(key):  # e.g. a best/ that is a symbolic link to elsewhere
+            raise CheckpointError(f"{path}: not under {self.root}/")
         with self.lock:
-            if path not in self.engines:
-                self.engines[path] = Engine.from_checkpoint(path, self.device)
-            return self.engines[path]
+            if key in self.engines:
+                self.engines.move_to_end(key)
+                return self.engines[key]
+            while len(self.engines) >= self.cache_size:
+                self.engines.popitem(last=False)  # the least recently used
+            try:
+                engine = Engine.from_checkpoint(key, self.device)
+            except CheckpointError as e:  # say it in the client's words, not the server's absolute paths
+                raise CheckpointError(str(e).replace(key, path)) from None
+            self.engines[key] = engine
+            return engine
 
     def respond(self, message, history, checkpoint, temperature, top_k, top_p, max_new_tokens):
         text = message_text(message).strip()
@@ -68,13 +104,21 @@ class ChatBackend:
         if not checkpoint:
             yield NO_MODEL.format(root=self.root)
             return
+        if not isinstance(checkpoint, str) or not self.permitted(checkpoint):
+            yield (f"只能使用 `{self.root}/` 下列出的模型。Only the checkpoints under `{self.root}/` can be chosen; "
+                   "please pick one from the list.")
+            return
         try:
+            params = SamplingParams(max_new_tokens=int(max_new_tokens), temperature=float(temperature),
+                                    top_k=int(top_k), top_p=float(top_p))
             engine = self.engine(checkpoint)
-        except UserError as e:
-            yield f"无法加载模型 `{checkpoint}`：{e}"
+        except (UserError, TypeError, ValueError) as e:
+            yield f"无法加载模型 `{checkpoint}`：{e}" if isinstance(e, CheckpointError) else f"设置有误：{e}"
             return
         messages = []
-        for m in history or []:
+        for m in history if isinstance(history, list) else []:
+            if not isinstance(m, dict):
+                continue
             role, content = m.get("role"), message_text(m.get("content")).strip()
             if role in ("user", "assistant") and content:
                 messages.append({"role": role, "content": content})
@@ -88,8 +132,6 @@ class ChatBackend:
         if clean and clean[-1]["role"] == "user":
             clean.pop()
         clean.append({"role": "user", "content": text})
-        params = SamplingParams(max_new_tokens=int(max_new_tokens), temperature=float(temperature),
-                                top_k=int(top_k), top_p=float(top_p))
         reply = ""
         for piece in engine.stream(clean, params):
             reply += piece
@@ -102,7 +144,7 @@ def build_app(root="out", default=None, device="auto", concurrency=1):
     checkpoints = find_checkpoints(root)
     if default and default not in checkpoints:
         checkpoints.insert(0, default)
-    backend = ChatBackend(root, device)
+    backend = ChatBackend(root, device, default)
     if checkpoints:
         description = ("MiniGLM：一个从零训练的小模型，回答关于《射雕英雄传》《神雕侠侣》《天龙八部》的问题。"
                        "A small model trained from scratch on MiniGLM's Jin Yong data.")

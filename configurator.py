@@ -6,6 +6,7 @@ The config folder is configs/; config/NAME.py (and a bare NAME) resolve to it. A
 another type than the default's, is a one-line error that lists what is valid.
 """
 import ast
+import math
 import os
 
 import torch
@@ -103,3 +104,40 @@ def load_config(defaults, argv):
             value = raw
         config[key] = _coerce(key, value, defaults[key], "command line")
     return config
+
+
+def _number(low, high=None, low_open=False, high_open=True):
+    """A check that a value is a finite number in a range, and the range in words."""
+    def ok(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return False
+        return (v > low if low_open else v >= low) and (high is None or (v < high if high_open else v <= high))
+    if high is None:
+        words = f"a number above {low}" if low_open else f"{low} or more"
+    else:
+        words = f"a number from {low} up to {'but not including ' if high_open else ''}{high}"
+    return ok, words
+
+
+def _one_of(*choices):
+    return (lambda v: v in choices), " or ".join(repr(c) for c in choices)
+
+
+TRAIN_CONFIG_RANGES = {
+    "batch_size": _number(1), "gradient_accumulation_steps": _number(1), "eval_interval": _number(1),
+    "eval_iters": _number(1), "log_interval": _number(1), "max_iters": _number(0), "max_seconds": _number(0),
+    "warmup_iters": _number(0), "lr_decay_iters": _number(0), "learning_rate": _number(0, low_open=True),
+    "min_lr": _number(0), "dropout": _number(0, 1), "weight_decay": _number(0), "beta1": _number(0, 1),
+    "beta2": _number(0, 1), "grad_clip": _number(0), "optimizer": _one_of("adamw", "muon"),
+    "task": _one_of("pretrain", "sft"), "sft_mix": _number(0, 1), "prompt_loss_weight": _number(0),
+    "block_size": _number(2), "n_layer": _number(1), "n_head": _number(1), "n_embd": _number(1),
+    "n_kv_head": _number(0), "threads": _number(0),
+}
+
+
+def check_train_config(cfg):
+    """Raise ConfigError, one line naming the key, the value and the expected range, for the first value of cfg
+    outside its range (TRAIN_CONFIG_RANGES); keys absent from cfg are skipped. Types are load_config's concern."""
+    for key, (ok, expected) in TRAIN_CONFIG_RANGES.items():
+        if key in cfg and not ok(cfg[key]):
+            raise ConfigError(f"{key}={cfg[key]!r}: expected {expected}")

@@ -4,19 +4,20 @@ Everything here raises DataError with a one-line message naming the file (and li
 print it and exit with code 2.
 """
 import codecs
-import contextlib
 import csv
 import hashlib
 import io
 import json
 import os
+import queue
 import re
-import shutil
+import threading
 
 import numpy as np
 import torch
 
 from errors import UserError
+from fsutil import atomic_write
 
 
 class DataError(UserError):
@@ -199,29 +200,9 @@ def load_conversations(path, skip_bad=False):
 
 
 # ---- writing outputs without ever leaving half a file -------------------------------------------------------
-@contextlib.contextmanager
-def atomic_output_dir(final_dir):
-    """Yield a temporary folder beside final_dir; on success its files replace those of final_dir one by one
-    with os.replace (atomic per file). On any error the temporary folder is removed and final_dir is untouched."""
-    parent = os.path.dirname(os.path.abspath(final_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(final_dir)}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    try:
-        yield tmp
-        os.makedirs(final_dir, exist_ok=True)
-        for name in sorted(os.listdir(tmp), key=lambda n: n == "meta.json" or n.endswith("meta.json")):
-            os.replace(os.path.join(tmp, name), os.path.join(final_dir, name))  # meta last: it vouches for the rest
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def write_json(path, obj):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         json.dump(obj, f, ensure_ascii=False, indent=2)
-    os.replace(tmp, path)
 
 
 def file_sha256(path):
@@ -239,35 +220,48 @@ def read_json(path):
         raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
 
 
-# ---- batches ------------------------------------------------------------------------------------------------
-def to_device(*tensors, device):
-    """On CUDA, copy through pinned memory without blocking so the copy overlaps the previous step."""
-    if torch.device(device).type == "cuda":
-        return tuple(t.pin_memory().to(device, non_blocking=True) for t in tensors)
-    return tuple(t.to(device) for t in tensors)
+def check_pretrain_data(data_dir):
+    """meta.json of a dataset written by prepare.py, after checking that its files belong together: meta.json
+    records the sha256 of tokenizer.json and it matches, and train.bin and val.bin hold the token counts it
+    records. prepare.py removes meta.json before it swaps the other files and writes it last, so an interrupted
+    prepare.py fails this check too. Raises DataError, saying to run prepare.py again."""
+    again = f"run python prepare.py --dataset {os.path.basename(os.path.normpath(data_dir))} again"
+    meta_path = os.path.join(data_dir, "meta.json")
+    if not os.path.exists(meta_path):
+        raise DataError(f"{meta_path}: not found (prepare.py never finished there); {again}")
+    meta = read_json(meta_path)
+    recorded = meta.get("tokenizer_sha256") if isinstance(meta, dict) else None
+    if not recorded:
+        raise DataError(f"{meta_path}: records no tokenizer_sha256 (written by an older prepare.py); {again}")
+    tok_path = os.path.join(data_dir, "tokenizer.json")
+    if not os.path.exists(tok_path):
+        raise DataError(f"{tok_path}: not found; {again}")
+    if file_sha256(tok_path) != recorded:
+        raise DataError(f"{tok_path} is not the tokenizer that train.bin and val.bin were written with; {again}")
+    for split in ("train", "val"):
+        path = os.path.join(data_dir, f"{split}.bin")
+        try:
+            tokens = int(meta["splits"][split]["tokens"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{meta_path}: no token count for the {split} split; {again}") from None
+        size = os.path.getsize(path) if os.path.exists(path) else None
+        if size != 2 * tokens:
+            found = "missing" if size is None else f"{size:,} bytes"
+            raise DataError(f"{path}: {found}, but meta.json records {tokens:,} tokens ({2 * tokens:,} bytes); "
+                            f"{again}")
+    return meta
 
+
+# ---- batches ------------------------------------------------------------------------------------------------
+# A batch is a dict of CPU tensors: x and y (B, T) token ids (y is x shifted by one), and, when the batch needs
+# them, w (B, T) float loss weights aligned with y (1 on what must be learned, 0 on padding and prompts) and doc
+# (B, T) document ids for x (attention stays inside a document; see model.py). Every batch of a run has the same
+# shape, so torch.compile compiles once and no memory is re-planned.
 
 def open_tokens(path):
     if not os.path.exists(path):
         raise DataError(f"{path}: not found (run prepare.py first)")
     return np.memmap(path, dtype=np.uint16, mode="r")
-
-
-def get_batch_pretrain(tokens, batch_size, block_size, device, generator, sft=None, sft_rows=0):
-    """Random windows of block_size+1 tokens from a uint16 memmap; y is x shifted by one. With sft and sft_rows,
-    the last sft_rows rows are packed Q&A examples instead, and a loss mask (1 on all corpus tokens, on the
-    replies of the Q&A rows) comes back as well; without them the mask is None."""
-    if len(tokens) <= block_size + 1:
-        raise DataError(f"only {len(tokens)} tokens, fewer than block_size+1={block_size + 1}; lower block_size")
-    n_text = batch_size - sft_rows
-    starts = torch.randint(len(tokens) - block_size - 1, (n_text,), generator=generator).tolist()
-    win = torch.from_numpy(np.stack([tokens[s:s + block_size + 1].astype(np.int64) for s in starts]))
-    if not sft_rows:
-        return (*to_device(win[:, :-1], win[:, 1:], device=device), None)
-    qa, qa_mask = get_batch_packed_sft(sft, sft_rows, block_size, generator)
-    win = torch.cat([win, qa])
-    mask = torch.cat([torch.ones((n_text, block_size + 1), dtype=torch.long), qa_mask])
-    return to_device(win[:, :-1], win[:, 1:], mask[:, 1:], device=device)
 
 
 class SFTData:
@@ -285,7 +279,7 @@ class SFTData:
         self.tokens = np.memmap(base + ".bin", dtype=np.uint16, mode="r")
         self.mask = np.memmap(base + ".mask.bin", dtype=np.uint8, mode="r")
         self.offsets = np.fromfile(base + ".offsets.bin", dtype=np.int64)
-        self.by_length = np.argsort(np.diff(self.offsets), kind="stable")  # example ids, shortest first
+        self.lengths = np.diff(self.offsets)
 
     def __len__(self):
         return len(self.offsets) - 1
@@ -295,41 +289,144 @@ class SFTData:
         return self.tokens[a:b].astype(np.int64), self.mask[a:b].astype(np.int64)
 
 
-def get_batch_packed_sft(data, rows, block_size, generator):
-    """rows rows of block_size+1 tokens, each random whole SFT examples laid end to end (each starts with the
-    document token) and cut at the end; the mask keeps the loss on the replies only. For mixing Q&A into
-    pretraining, where every row is full."""
-    toks = torch.empty((rows, block_size + 1), dtype=torch.long)
-    mask = torch.empty((rows, block_size + 1), dtype=torch.long)
-    for row in range(rows):
-        filled = 0
-        while filled < block_size + 1:
-            t, m = data.example(int(torch.randint(len(data), (1,), generator=generator)))
-            n = min(len(t), block_size + 1 - filled)
-            toks[row, filled:filled + n] = torch.from_numpy(t[:n])
-            mask[row, filled:filled + n] = torch.from_numpy(m[:n])
-            filled += n
-    return toks, mask
+class ExamplePacker:
+    """Rows of whole examples laid end to end, each example its own document. Every example is drawn once per
+    epoch, in a new seeded order each epoch (rank r of `world` processes takes every world-th of that order).
+    The oldest waiting example goes next if it fits the rest of the row, else the next waiting one that does (a
+    lookahead of a few dozen keeps padding to a few percent); the row ends in padding when none fits. An
+    example longer than a row is cut at the row's end. state() captures everything, for an exact resume."""
+
+    def __init__(self, data, row_len, seed, rank=0, world=1, pad_id=0, prompt_weight=0.0, lookahead=32):
+        self.data, self.row_len, self.seed, self.rank, self.world = data, row_len, seed, rank, world
+        self.pad_id, self.prompt_weight, self.lookahead = pad_id, prompt_weight, lookahead
+        if len(data) < world:
+            raise DataError(f"{len(data)} examples cannot be shared among {world} processes")
+        self.epoch, self.index, self.waiting, self._order = 0, 0, [], (None, None)
+
+    def state(self):
+        return {"epoch": self.epoch, "index": self.index, "waiting": list(self.waiting)}
+
+    def set_state(self, state):
+        self.epoch, self.index, self.waiting = state["epoch"], state["index"], list(state["waiting"])
+
+    def _draw(self):
+        epoch, order = self._order
+        if epoch != self.epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(len(self.data), generator=g)[self.rank::self.world].tolist()
+            self._order = (self.epoch, order)
+        i = order[self.index]
+        self.index += 1
+        if self.index == len(order):
+            self.epoch, self.index = self.epoch + 1, 0
+        return i
+
+    def rows(self, n):
+        """(tokens, weights, doc ids), each (n, row_len)."""
+        toks = torch.full((n, self.row_len), self.pad_id, dtype=torch.long)
+        weights = torch.zeros((n, self.row_len))
+        docs = torch.empty((n, self.row_len), dtype=torch.long)
+        for r in range(n):
+            filled, doc = 0, 0
+            while True:
+                while len(self.waiting) < self.lookahead:
+                    self.waiting.append(self._draw())
+                room = self.row_len - filled
+                j = next((j for j, e in enumerate(self.waiting)
+                          if min(int(self.data.lengths[e]), self.row_len) <= room), None)
+                if j is None:
+                    break
+                t, m = self.data.example(self.waiting.pop(j))
+                k = min(len(t), room)
+                toks[r, filled:filled + k] = torch.from_numpy(t[:k])
+                weights[r, filled:filled + k] = torch.from_numpy(np.where(m[:k] == 1, 1.0, self.prompt_weight))
+                docs[r, filled:filled + k] = doc
+                filled, doc = filled + k, doc + 1
+            docs[r, filled:] = doc  # the padding is a document of its own, weighted 0
+        return toks, weights, docs
 
 
-def get_batch_sft(data, batch_size, block_size, device, generator, pad_id=0, group_by_length=False,
-                  prompt_weight=0.0):
-    """batch_size whole examples, cut to block_size+1 tokens and right-padded to the longest. Returns x, y and the
-    loss weights aligned with y: 1 on the replies, prompt_weight on the rest of each example, 0 on padding (so it
-    never counts). group_by_length draws the batch from a random stretch of examples of similar length (4 batches
-    wide), so less of each batch is padding."""
-    if group_by_length and len(data) > 4 * batch_size:
-        start = int(torch.randint(len(data) - 4 * batch_size + 1, (1,), generator=generator))
-        window = torch.randperm(4 * batch_size, generator=generator)[:batch_size] + start
-        picks = [int(data.by_length[i]) for i in window]
-    else:
-        picks = torch.randint(len(data), (batch_size,), generator=generator).tolist()
-    examples = [data.example(i) for i in picks]
-    width = min(block_size + 1, max(len(t) for t, _ in examples))
-    toks = torch.full((batch_size, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((batch_size, width), dtype=torch.float32 if prompt_weight else torch.long)
-    for row, (t, m) in enumerate(examples):
-        n = min(width, len(t))
-        toks[row, :n] = torch.from_numpy(t[:n])
-        mask[row, :n] = torch.from_numpy(np.where(m[:n] == 1, 1.0, prompt_weight) if prompt_weight else m[:n])
-    return to_device(toks[:, :-1], toks[:, 1:], mask[:, 1:], device=device)
+class Batches:
+    """The batches of one split: `text_rows` random windows of a token stream (pretraining; plain causal
+    attention, each window one document) and `packed_rows` rows from an ExamplePacker (SFT, or the Q&A mixed into
+    pretraining). Windows come from a seeded generator, so state() is the generator's state plus the packer's."""
+
+    def __init__(self, block_size, seed, tokens=None, text_rows=0, packer=None, packed_rows=0):
+        if text_rows and len(tokens) <= block_size + 1:
+            raise DataError(f"only {len(tokens)} tokens, fewer than block_size+1={block_size + 1}; lower block_size")
+        self.block_size, self.tokens, self.text_rows = block_size, tokens, text_rows
+        self.packer, self.packed_rows = packer, packed_rows
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def state(self):
+        return {"generator": self.gen.get_state(), "packer": self.packer.state() if self.packer else None}
+
+    def set_state(self, state):
+        self.gen.set_state(state["generator"])
+        if self.packer:
+            self.packer.set_state(state["packer"])
+
+    def examples_done(self, state):
+        """How many packed examples had been put into batches before `state` (None without packed rows)."""
+        if not self.packer:
+            return None
+        per_epoch = len(range(self.packer.rank, len(self.packer.data), self.packer.world))
+        p = state["packer"]
+        return p["epoch"] * per_epoch + p["index"] - len(p["waiting"])
+
+    def next(self):
+        T = self.block_size + 1
+        parts = []
+        if self.text_rows:
+            starts = torch.randint(len(self.tokens) - T, (self.text_rows,), generator=self.gen).tolist()
+            win = torch.from_numpy(np.stack([self.tokens[s:s + T].astype(np.int64) for s in starts]))
+            parts.append((win, torch.ones(win.shape), torch.zeros(win.shape, dtype=torch.long)))
+        if self.packed_rows:
+            parts.append(self.packer.rows(self.packed_rows))
+        toks, weights, docs = (torch.cat(p) for p in zip(*parts))
+        batch = {"x": toks[:, :-1], "y": toks[:, 1:]}
+        if self.packed_rows:  # pure corpus windows need neither: every token counts, plain causal attention
+            batch.update(w=weights[:, 1:], doc=docs[:, :-1])
+        return batch
+
+
+class Prefetcher:
+    """Makes batches in a background thread, `depth` ahead, so the step never waits for the host. On CUDA they
+    sit in pinned memory and are copied without blocking, overlapping the step before. next() returns the batch
+    on the device and the sampler state from just before it: the state a resumed run must start from if that
+    batch has not been trained on yet."""
+
+    def __init__(self, batches, device, depth=4):
+        self.batches, self.device = batches, torch.device(device)
+        self.queue, self.stopped = queue.Queue(maxsize=depth), threading.Event()
+        self.thread = threading.Thread(target=self._work, daemon=True, name="batches")
+        self.thread.start()
+
+    def _work(self):
+        try:
+            while not self.stopped.is_set():
+                state = self.batches.state()
+                batch = self.batches.next()
+                if self.device.type == "cuda":
+                    batch = {k: v.pin_memory() for k, v in batch.items()}
+                self._put((state, batch))
+        except Exception as e:  # handed to the training thread, which raises it
+            self._put((None, e))
+
+    def _put(self, item):
+        while not self.stopped.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def next(self):
+        state, batch = self.queue.get()
+        if isinstance(batch, Exception):
+            raise batch
+        return state, {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def close(self):
+        self.stopped.set()
+        self.thread.join(timeout=5)

@@ -2,27 +2,60 @@
 
 sample.py, eval_rouge.py and app.py all generate through Engine. An SFT checkpoint is a chat model (the prompt is
 the conversation in the chat format of tokenizer.py and the reply ends at <|end|>); a pretraining checkpoint is a
-text completer (the prompt is the text, generation ends at <|endoftext|>).
+text completer (the prompt is the text, generation ends at <|endoftext|>). Either stops at a role token too, so a
+reply never contains <|system|>, <|user|> or <|assistant|>.
 """
 import codecs
+import math
 import time
 from dataclasses import dataclass, replace
 
 import torch
 
 from checkpoint import load_checkpoint
+from errors import UserError
 from model import KVCache
-from tokenizer import render_for_reply
+from tokenizer import ROLE_TOKENS, render_for_reply
+
+
+class SamplingError(UserError):
+    pass
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+# each knob: the check, and what it expects in words (shared by sample.py, eval_rouge.py, app.py and servers)
+SAMPLING_RANGES = {
+    "max_new_tokens": (lambda v: _is_int(v) and v >= 1, "an integer, 1 or more"),
+    "temperature": (lambda v: _is_number(v) and v >= 0, "a number, 0 (greedy) or more"),
+    "top_k": (lambda v: _is_int(v) and v >= 0, "an integer, 0 (off) or more"),
+    "top_p": (lambda v: _is_number(v) and 0 < v <= 1, "a number above 0 and at most 1 (1 = off)"),
+    "repetition_penalty": (lambda v: _is_number(v) and v > 0, "a number above 0 (1 = off)"),
+    "seed": (lambda v: v is None or _is_int(v), "an integer"),
+}
 
 
 @dataclass
 class SamplingParams:
+    """The sampling knobs; values out of range raise SamplingError, one line naming the knob."""
     max_new_tokens: int = 256
     temperature: float = 0.7        # 0 means greedy (deterministic)
     top_k: int = 50                 # 0 means no top-k cut
     top_p: float = 0.9              # 1.0 means no nucleus cut
     repetition_penalty: float = 1.1  # > 1 discourages tokens the reply already used (not the prompt's)
     seed: int | None = None
+
+    def __post_init__(self):
+        for name, (ok, expected) in SAMPLING_RANGES.items():
+            value = getattr(self, name)
+            if not ok(value):
+                raise SamplingError(f"{name}={value!r}: expected {expected}")
 
 
 # UTF-8 decoder states between tokens: how many continuation bytes a character still needs, and the range the
@@ -120,9 +153,11 @@ def add_sampling_args(ap, temperature=0.7):
     ap.add_argument("--repetition_penalty", type=float, default=1.1)
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="of weights and KV cache")
 
 
 def sampling_params(args):
+    """SamplingParams from add_sampling_args' options; a value out of range raises SamplingError."""
     return SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                           top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed)
 
@@ -132,17 +167,20 @@ class Engine:
         self.model, self.tok, self.info, self.device = model.eval(), tokenizer, info or {}, device
         self.block_size = model.config.block_size
         self.is_chat = self.info.get("task") == "sft"
-        self.stop_ids = {tokenizer.end_id, tokenizer.eot_id}
+        # a reply ends at <|end|>, <|endoftext|> or any role token: it never shows one as text
+        self.stop_ids = {tokenizer.end_id, tokenizer.eot_id, *(tokenizer.special[t] for t in ROLE_TOKENS.values())}
         self.last_stats = {"tokens": 0, "seconds": 0.0}
         vocab = model.config.vocab_size
         self.utf8_allowed, self.utf8_after = (t.to(device) for t in utf8_tables(tokenizer, vocab))
 
     @classmethod
-    def from_checkpoint(cls, path, device="auto"):
+    def from_checkpoint(cls, path, device="auto", dtype="float32"):
+        """dtype: the weights' and the KV cache's type; bfloat16 halves memory and is faster on GPUs, float32
+        (the default until measured otherwise) gives the answers the model was evaluated with."""
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         model, tok, info, folder = load_checkpoint(path, device)
-        engine = cls(model, tok, info, device)
+        engine = cls(model.to(getattr(torch, dtype)), tok, info, device)
         engine.folder = folder
         return engine
 

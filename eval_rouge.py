@@ -5,8 +5,10 @@
 
 For each model: ROUGE-L precision/recall/F1 (rouge-chinese) over characters and, separately, over jieba words;
 the share of answers that are empty, garbled (U+FFFD), repeating themselves, or cut off (no sentence-final mark);
-average answer length; tokens per second; perplexity and bits per character of the reference answers. Results per
-test group when the file has a "group" field. Greedy decoding by default, so runs repeat exactly.
+average answer length; tokens per second; perplexity and bits per character of the reference answers. Key-fact
+accuracy over the records with a "keys" field (a list of strings a right answer must contain, "A|B" accepting
+either), and how often the model declines: among in-domain questions and among group "out_of_domain".
+Results per test group when the file has a "group" field. Greedy decoding by default, so runs repeat exactly.
 Writes results.json, answers.jsonl, metrics.png and per_question.png to --output.
 """
 import argparse
@@ -14,17 +16,25 @@ import json
 import math
 import os
 import re
+import unicodedata
 
 import torch
 
-from data_utils import DataError, load_conversations, write_json
+from data_utils import DataError, read_records, record_to_messages, write_json
 from engine import Engine, add_sampling_args, sampling_params
 from errors import run_main
+from fsutil import atomic_write
 from plotting import plot_bars, plot_per_question
 from tokenizer import render_conversation
 
 SENTENCE_END = tuple("。！？!?…”」』）)")
 REPEAT_NGRAM, REPEAT_THRESHOLD = 4, 0.2
+OUT_OF_DOMAIN = "out_of_domain"  # the test group whose right answer is an honest refusal
+ANSWER_FIELDS = ("answer", "rouge_l_f", "keys_hit", "keys_total", "correct", "refusal")  # per answer, answers.jsonl
+# MiniGLM's honest refusal declines in its first sentence ("抱歉，《笑傲江湖》不在我的知识范围内。", "这个问题超出了我的
+# 知识范围。", "我无法获取……实时信息"). An answer that gives the facts and then notes a limit is no refusal.
+DECLINE = re.compile(r"不在我的知识范围|超出了?我的(知识范围|能力)|无法(获取|回答)|不能上网|只能用中文"
+                     r"|我不(知道|清楚|了解)")
 
 
 def char_tokens(text):
@@ -64,6 +74,47 @@ def answer_checks(answer):
             "truncated": bool(answer.strip()) and not answer.strip().endswith(SENTENCE_END)}
 
 
+def is_refusal(answer):
+    answer = answer.strip()
+    first_sentence = re.split(r"(?<=[。！？!?])", answer, maxsplit=1)[0]
+    return answer.startswith(("抱歉", "对不起")) or bool(DECLINE.search(first_sentence))
+
+
+def normalize_for_keys(text):
+    """Fold full-width forms (NFKC) and Latin case; drop whitespace and punctuation, 《》 and quotes included."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    return "".join(ch for ch in text if not ch.isspace() and not unicodedata.category(ch).startswith("P"))
+
+
+def parse_keys(value, where):
+    """A record's optional "keys": None, or a non-empty list of strings, each "A" or "A|B" (either spelling)."""
+    if value is None:
+        return None
+    if not (isinstance(value, list) and value and all(isinstance(k, str) for k in value)
+            and all(normalize_for_keys(alt) for k in value for alt in k.split("|"))):
+        raise DataError(f"{where}: field 'keys' must be a non-empty list of non-empty strings (\"A|B\" accepts "
+                        f"either spelling), got {json.dumps(value, ensure_ascii=False)}")
+    return value
+
+
+def count_keys_hit(answer, keys):
+    text = normalize_for_keys(answer)
+    return sum(any(normalize_for_keys(alt) in text for alt in key.split("|")) for key in keys)
+
+
+def load_test(path):
+    """(question, reference, group, keys) of each single-turn record of a Q&A file; multi-turn ones are skipped."""
+    items = []
+    for _, rec, where in read_records(path):
+        if isinstance(rec, DataError):
+            raise rec
+        turns = [t for t in record_to_messages(rec, where) if t["role"] != "system"]
+        if len(turns) == 2:
+            items.append((turns[0]["content"], turns[1]["content"], str(rec.get("group", "")),
+                          parse_keys(rec.get("keys"), where)))
+    return items
+
+
 @torch.no_grad()
 def reference_loss(engine, questions, references):
     """Perplexity and bits per character of the reference answers given their questions."""
@@ -88,43 +139,71 @@ def reference_loss(engine, questions, references):
             "bits_per_char": total_nats / math.log(2) / max(1, total_chars)}
 
 
+def share(rows, key):
+    """Mean of a 0/1 field over rows; None when there are no rows (not 0: nothing was measured)."""
+    return sum(r[key] for r in rows) / len(rows) if rows else None
+
+
 def summarize(rows):
     """Aggregate per-answer rows of one model into the metrics of results.json."""
     n = len(rows)
     mean = lambda key: sum(r[key] for r in rows) / n if n else 0.0  # noqa: E731
+    keyed = [r for r in rows if r["correct"] is not None]  # accuracy only over records that have keys
     return {"n": n, "rouge_l_f": mean("rouge_l_f"), "rouge_l_p": mean("rouge_l_p"), "rouge_l_r": mean("rouge_l_r"),
             "rouge_l_f_words": mean("rouge_l_f_words"), "rouge_l_p_words": mean("rouge_l_p_words"),
-            "rouge_l_r_words": mean("rouge_l_r_words"), "empty_rate": mean("empty"), "garbled_rate": mean("garbled"),
-            "repetition_rate": mean("repeating"), "truncated_rate": mean("truncated"),
+            "rouge_l_r_words": mean("rouge_l_r_words"), "key_accuracy": share(keyed, "correct"),
+            "n_keyed": len(keyed), "refusal_rate": mean("refusal"), "empty_rate": mean("empty"),
+            "garbled_rate": mean("garbled"), "repetition_rate": mean("repeating"), "truncated_rate": mean("truncated"),
             "avg_answer_chars": mean("answer_chars")}
 
 
-def evaluate(engine, questions, references, groups, params, batch_size):
+def evaluate(engine, questions, references, groups, keys, params, batch_size):
     answers = engine.reply_batch(questions, params, batch_size=batch_size)
     stats = dict(engine.last_stats)
     chars, words = rouge_l(answers, references, char_tokens), rouge_l(answers, references, word_tokens)
     rows = []
-    for a, c, w, g in zip(answers, chars, words, groups):
+    for a, c, w, g, record_keys in zip(answers, chars, words, groups, keys):
         checks = answer_checks(a)
+        hit = count_keys_hit(a, record_keys) if record_keys else 0
         rows.append({"answer": a, "group": g, "rouge_l_f": c["f"], "rouge_l_p": c["p"], "rouge_l_r": c["r"],
                      "rouge_l_f_words": w["f"], "rouge_l_p_words": w["p"], "rouge_l_r_words": w["r"],
-                     "answer_chars": len(a), **{k: float(v) for k, v in checks.items()}})
+                     "keys_hit": hit, "keys_total": len(record_keys or []),
+                     "correct": hit == len(record_keys) if record_keys else None,
+                     "refusal": is_refusal(a), "answer_chars": len(a),
+                     **{k: float(v) for k, v in checks.items()}})
     result = summarize(rows)
+    in_domain = [r for r in rows if r["group"] != OUT_OF_DOMAIN]
+    out_of_domain = [r for r in rows if r["group"] == OUT_OF_DOMAIN]
+    result.update(in_domain_refusal_rate=share(in_domain, "refusal"), n_in_domain=len(in_domain),
+                  ood_decline_rate=share(out_of_domain, "refusal"), n_out_of_domain=len(out_of_domain))
     result["tokens_per_second"] = stats["tokens"] / stats["seconds"] if stats["seconds"] else 0.0
     result.update(reference_loss(engine, questions, references))
     result["groups"] = {g: summarize([r for r in rows if r["group"] == g]) for g in sorted(set(groups)) if g}
     return result, rows
 
 
+def refusal_summary(res):
+    """One line: key-fact accuracy, in-domain refusals and out-of-domain declines, with their counts."""
+    def rate(value, n):
+        return f"{value:.1%} of {n}" if value is not None else "none asked"
+    acc = f"{res['key_accuracy']:.3f} over {res['n_keyed']} answers with keys" if res["key_accuracy"] is not None \
+        else "no keys in the test file"
+    return (f"key-fact accuracy {acc}; in-domain refusals {rate(res['in_domain_refusal_rate'], res['n_in_domain'])}, "
+            f"out-of-domain declines {rate(res['ood_decline_rate'], res['n_out_of_domain'])}")
+
+
 def print_table(results):
     cols = [("rouge_l_f", "R-L F"), ("rouge_l_p", "R-L P"), ("rouge_l_r", "R-L R"), ("rouge_l_f_words", "R-L F word"),
-            ("empty_rate", "empty"), ("garbled_rate", "garbled"), ("repetition_rate", "repeat"),
-            ("truncated_rate", "cut off"), ("avg_answer_chars", "chars"), ("n", "n")]
+            ("key_accuracy", "keys ok"), ("n_keyed", "n keyed"), ("refusal_rate", "refused"), ("empty_rate", "empty"),
+            ("garbled_rate", "garbled"), ("repetition_rate", "repeat"), ("truncated_rate", "cut off"),
+            ("avg_answer_chars", "chars"), ("n", "n")]
     print(f"{'model':<28}{'group':<14}" + "".join(f"{h:>11}" for _, h in cols))
     for name, res in results.items():
         for group, r in [("all", res)] + list(res.get("groups", {}).items()):
-            cells = "".join(f"{r[k]:>11.3f}" if isinstance(r[k], float) else f"{r[k]:>11}" for k, _ in cols)
+            cells = "".join(f"{r[k]:>11.3f}" if isinstance(r[k], float) else f"{'-' if r[k] is None else r[k]:>11}"
+                            for k, _ in cols)
             print(f"{name[-27:]:<28}{group:<14}{cells}")
+        print(f"{'':<28}{refusal_summary(res)}")
         print(f"{'':<28}perplexity {res['perplexity']:.2f}, {res['bits_per_char']:.3f} bits/char on the references, "
               f"{res['tokens_per_second']:.1f} tokens/s")
 
@@ -139,36 +218,31 @@ def main():
     add_sampling_args(ap, temperature=0.0)
     args = ap.parse_args()
 
-    convs, recs, _ = load_conversations(args.test)
-    items = [(c, r) for c, r in zip(convs, recs) if sum(t["role"] == "user" for t in c) == 1]
+    items = load_test(args.test)
     if args.limit:
         items = items[:args.limit]
     if not items:
         raise DataError(f"{args.test}: no single-turn question-answer pairs to evaluate")
-    questions = [next(t["content"] for t in c if t["role"] == "user") for c, _ in items]
-    references = [c[-1]["content"] for c, _ in items]
-    groups = [str(r.get("group", "")) for _, r in items]
+    questions, references, groups, keys = (list(column) for column in zip(*items))
     params = sampling_params(args)
 
     results, answers = {}, {}
     for path in args.out_dir:
-        engine = Engine.from_checkpoint(path, args.device)
+        engine = Engine.from_checkpoint(path, args.device, args.dtype)
         name = os.path.normpath(path)
         print(f"evaluating {engine.folder} on {len(questions)} questions ...")
-        results[name], answers[name] = evaluate(engine, questions, references, groups, params, args.batch_size)
+        results[name], answers[name] = evaluate(engine, questions, references, groups, keys, params,
+                                                    args.batch_size)
 
     os.makedirs(args.output, exist_ok=True)
     write_json(os.path.join(args.output, "results.json"), results)
-    tmp = os.path.join(args.output, "answers.jsonl.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for i, (q, ref, g) in enumerate(zip(questions, references, groups)):
-            row = {"question": q, "reference": ref, "group": g,
-                   "answers": {m: {"answer": answers[m][i]["answer"], "rouge_l_f": answers[m][i]["rouge_l_f"]}
-                               for m in results}}
+    with atomic_write(os.path.join(args.output, "answers.jsonl")) as f:
+        for i, (q, ref, g, k) in enumerate(zip(questions, references, groups, keys)):
+            row = {"question": q, "reference": ref, "group": g, "keys": k,
+                   "answers": {m: {field: answers[m][i][field] for field in ANSWER_FIELDS} for m in results}}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, os.path.join(args.output, "answers.jsonl"))
-    metrics = ["rouge_l_f", "rouge_l_p", "rouge_l_r", "rouge_l_f_words", "empty_rate", "garbled_rate",
-               "repetition_rate", "truncated_rate"]
+    metrics = ["rouge_l_f", "rouge_l_p", "rouge_l_r", "rouge_l_f_words", "key_accuracy", "refusal_rate",
+               "empty_rate", "garbled_rate", "repetition_rate", "truncated_rate"]
     bars = {}
     for m, r in results.items():  # each model overall, then per test group
         bars[m] = r

@@ -4,6 +4,12 @@ Rotary position embeddings, RMSNorm before each block, no biases, a SwiGLU MLP, 
 and QK-norm, attention through F.scaled_dot_product_attention (flash kernels on CUDA). The layout is the one of a
 Llama/Qwen decoder (q/k/v/o projections, gate/up/down MLP, rotate-half RoPE), so that an exporter can map it to a
 Hugging Face model weight for weight.
+
+Packed batches: several short documents (SFT examples) can share one row. doc_ids (B, T) says which document each
+token belongs to; attention then stays inside each document (causal within it) and rotary positions restart at
+each document's first token, so a packed row computes exactly what its documents would compute one at a time.
+FlexAttention's block mask does this on CUDA (it skips the masked blocks); elsewhere SDPA with a boolean mask.
+The loss never builds a float32 copy of all logits: it runs the output layer and cross-entropy chunk by chunk.
 """
 import math
 from dataclasses import asdict, dataclass, fields
@@ -52,10 +58,81 @@ def rope_tables(head_dim, length, theta, device):
 
 
 def apply_rope(x, cos, sin):
-    """x: (B, T, heads, head_dim); cos, sin: (T, head_dim)."""
+    """x: (B, T, heads, head_dim); cos, sin: (B or 1, T, 1, head_dim)."""
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos[:, None, :] + rotated * sin[:, None, :]
+    return x * cos + rotated * sin
+
+
+def positions_in_documents(doc_ids):
+    """(B, T) position of each token inside its document: 0 at every token whose document differs from the
+    previous token's."""
+    B, T = doc_ids.shape
+    index = torch.arange(T, device=doc_ids.device).expand(B, T)
+    starts = torch.ones_like(doc_ids, dtype=torch.bool)
+    starts[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+    return index - torch.where(starts, index, 0).cummax(dim=1).values
+
+
+def document_causal_mask(doc_ids):
+    """(B, 1, T, T) boolean SDPA mask: query i sees key j <= i of its own document."""
+    T = doc_ids.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
+    return (causal & (doc_ids[:, :, None] == doc_ids[:, None, :]))[:, None]
+
+
+def flex_block_mask(doc_ids):
+    """FlexAttention's block mask for the same pattern; fully masked 128x128 blocks are never computed."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def mask_mod(b, h, q, k):
+        return (k <= q) & (doc_ids[b, q] == doc_ids[b, k])
+    B, T = doc_ids.shape
+    return create_block_mask(mask_mod, B, None, T, T, device=doc_ids.device)
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """sum_i w_i * cross_entropy(h_i @ W^T, t_i), computed over chunks of rows so that at most one chunk's logits
+    exist at a time (in float32 for the softmax). The gradients are computed in the same pass and scaled by the
+    incoming gradient in backward, the way fused 'linear cross-entropy' kernels do it."""
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, weights, chunk_rows):
+        needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        dtype = torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type) else h.dtype
+        w = weight.to(dtype)
+        total = torch.zeros((), dtype=torch.float32, device=h.device)
+        grad_h = torch.empty_like(h) if needs_grad else None
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if needs_grad else None
+        for s in range(0, h.shape[0], chunk_rows):
+            hc, tc, wc = h[s:s + chunk_rows].to(dtype), targets[s:s + chunk_rows], weights[s:s + chunk_rows]
+            logits = (hc @ w.t()).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            total += ((lse - logits.gather(1, tc[:, None]).squeeze(1)) * wc).sum()
+            if needs_grad:  # d(loss)/d(logits) = w * (softmax - onehot)
+                probs = torch.exp(logits.sub_(lse[:, None]))
+                probs[torch.arange(len(tc), device=h.device), tc] -= 1.0
+                g = (probs * wc[:, None]).to(dtype)
+                grad_h[s:s + chunk_rows] = g @ w
+                grad_w += (g.t() @ hc).float()
+        if needs_grad:
+            ctx.save_for_backward(grad_h, grad_w)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_total.to(grad_h.dtype), grad_w * grad_total, None, None, None
+
+
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40": 181e12, "4090": 165e12, "A10": 125e12,
+                   "3090": 71e12, "V100": 125e12, "T4": 65e12}  # dense bf16 tensor-core FLOP/s, from the data sheets
+
+
+def gpu_peak_flops():
+    """The current CUDA GPU's peak bf16 FLOP/s, for model FLOPs utilisation; None when unknown."""
+    name = torch.cuda.get_device_name() if torch.cuda.is_available() else ""
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
 
 
 class KVCache:
@@ -87,7 +164,6 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(c.n_head * self.head_dim, c.n_embd, bias=False)
         self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if c.qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if c.qk_norm else nn.Identity()
-        self.dropout = c.dropout
 
     def forward(self, x, cos, sin, cache=None, layer=0, mask=None):
         B, T, _ = x.shape
@@ -98,11 +174,12 @@ class Attention(nn.Module):
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, T, head_dim)
         if cache is not None:
             k, v = cache.update(layer, k, v)
-        if self.n_kv_head != self.n_head:  # grouped-query attention: share each k/v head among a group of q heads
-            k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
-            v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        gqa = self.n_kv_head != self.n_head  # grouped-query attention: each k/v head serves a group of q heads
+        if mask is not None and not isinstance(mask, torch.Tensor):  # a FlexAttention BlockMask
+            from torch.nn.attention.flex_attention import flex_attention
+            y = flex_attention(q, k, v, block_mask=mask, enable_gqa=gqa)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=gqa)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -156,26 +233,32 @@ class GPT(nn.Module):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
     def set_dropout(self, p):
-        """Change dropout after loading (SFT often wants another rate than pretraining)."""
+        """Change dropout after loading (SFT often wants another rate than pretraining). Dropout acts on the
+        embeddings and on each block's outputs; attention weights have none (FlexAttention has no dropout, and
+        every attention path must compute the same thing)."""
         self.config.dropout = p
         for mod in self.modules():
             if isinstance(mod, nn.Dropout):
                 mod.p = p
-            elif isinstance(mod, Attention):
-                mod.dropout = p
 
     def num_params(self):
         return sum(p.numel() for p in self.parameters())  # a tied lm_head is counted once
 
-    def forward(self, idx, targets=None, loss_mask=None, cache=None):
-        """Logits and the mean cross-entropy over the positions loss_mask allows (all if None). Without targets
-        only the last position's logits are computed (what generation needs). With a cache, idx continues it."""
+    def forward(self, idx, targets=None, loss_mask=None, cache=None, doc_ids=None):
+        """With targets: (None, mean cross-entropy over the positions loss_mask weighs (all if None)); the logits
+        are never materialised. Without: the last position's logits (what generation needs), None. With a cache,
+        idx continues it. doc_ids (B, T) packs several documents per row (see the module's docstring)."""
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of {start + T} tokens is longer than block_size={self.config.block_size}")
-        cos, sin = self.rope_cos[start:start + T], self.rope_sin[start:start + T]
         mask = None
+        if doc_ids is not None:
+            pos = positions_in_documents(doc_ids)
+            cos, sin = self.rope_cos[pos][:, :, None], self.rope_sin[pos][:, :, None]
+            mask = flex_block_mask(doc_ids) if self.use_flex(idx) else document_causal_mask(doc_ids)
+        else:
+            cos, sin = self.rope_cos[None, start:start + T, None], self.rope_sin[None, start:start + T, None]
         if cache is not None and (start > 0 or not bool(cache.key_valid[:, :T].all())):
             # query i sees keys 0..start+i that are real; and always itself, so no row is all masked (NaN)
             q_pos = torch.arange(start, start + T, device=idx.device)[:, None]
@@ -190,12 +273,17 @@ class GPT(nn.Module):
         x = self.norm(x)
         if targets is None:
             return self.lm_head(x[:, -1:, :]).float(), None
-        logits = self.lm_head(x).float()
-        losses = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
-        if loss_mask is None:
-            return logits, losses.mean()
-        m = loss_mask.reshape(-1).to(losses.dtype)
-        return logits, (losses * m).sum() / m.sum().clamp(min=1.0)
+        weights = torch.ones(targets.shape, device=x.device) if loss_mask is None else loss_mask.float()
+        weights, targets = weights.reshape(-1), targets.reshape(-1)
+        total = LinearCrossEntropy.apply(x.reshape(B * T, -1), self.lm_head.weight, targets, weights,
+                                         self.loss_chunk_rows)
+        return None, total / weights.sum().clamp(min=1.0)
+
+    loss_chunk_rows = 2048     # rows of logits alive at once in the loss (2048 x 8192 float32 = 64 MB)
+    flex_attention = "auto"    # auto: FlexAttention for packed batches on CUDA; "off": SDPA with a mask everywhere
+
+    def use_flex(self, idx):
+        return self.flex_attention == "auto" and idx.device.type == "cuda"
 
     def flops_per_token(self, seq_len):
         """Training FLOPs per token: 6 per weight plus attention's 12 * layers * width * context (PaLM's count)."""

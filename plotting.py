@@ -1,5 +1,4 @@
 """Figures: loss curves of one or several runs, and evaluation charts. Always the Agg backend (no display)."""
-import json
 import os
 
 import matplotlib
@@ -7,32 +6,27 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from fsutil import atomic_write  # noqa: E402
+from runlog import read_log  # noqa: E402
+
 # Chinese labels (questions in eval charts) need a CJK font when one is installed; fall back quietly otherwise.
 plt.rcParams["font.sans-serif"] = ["Noto Sans CJK SC", "WenQuanYi Zen Hei", "SimHei", "DejaVu Sans"]
 plt.rcParams["axes.unicode_minus"] = False
 
 
-def read_log(run_dir):
-    path = os.path.join(run_dir, "log.jsonl")
-    rows = []
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-    return rows
-
-
 def _save(fig, path):
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_write(path, "wb") as f:
+            fig.savefig(f, format=os.path.splitext(path)[1][1:] or "png", dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def plot_runs(run_dirs, out_png, labels=None):
     """Train and validation loss (and validation bits per character) against step, one colour per run."""
     fig, (ax_loss, ax_bpc) = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, run in enumerate(run_dirs):
-        rows = read_log(run)
+        rows = [r for r in read_log(run)[0] if all(k in r for k in ("train_loss", "val_loss", "val_bpc"))]
         if not rows:
             continue
         label = labels[i] if labels else os.path.basename(os.path.normpath(run))

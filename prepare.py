@@ -1,8 +1,10 @@
 """Corpus to tokens: python prepare.py [--dataset NAME] [--input PATH ...] [--vocab_size N] [--tokenizer bpe|gpt2|PATH]
 
-Reads .txt files in any common encoding, splits each document into a training head and a validation tail,
-trains a byte-level BPE on the training text (or reuses a tokenizer), and writes data/NAME/train.bin, val.bin
-(uint16 ids, each document preceded by <|endoftext|>), tokenizer.json and meta.json.
+Reads .txt files in any common encoding, splits each document into a training head and a validation tail (or,
+with --val_input or a data/NAME/val/ folder, trains on all of it and validates on that other text), trains a byte-level BPE on the training text (or reuses a tokenizer), and writes data/NAME/train.bin, val.bin
+(uint16 ids, each document preceded by <|endoftext|>), tokenizer.json and meta.json. The files are fsynced and
+swapped in with meta.json last (it records the token counts and the tokenizer's sha256), so that train.py can tell
+an interrupted prepare.py from a finished one.
 """
 import argparse
 import os
@@ -11,8 +13,9 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from data_utils import DataError, atomic_output_dir, list_text_files, read_text_file, write_json
+from data_utils import DataError, file_sha256, list_text_files, read_text_file, write_json
 from errors import run_main
+from fsutil import atomic_output_dir
 from tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer
 
 
@@ -51,12 +54,21 @@ def main():
     ap.add_argument("--tokenizer", default="bpe", help="bpe (train one), gpt2 (tiktoken's), or a tokenizer.json path")
     ap.add_argument("--vocab_size", type=int, default=DEFAULT_VOCAB_SIZE, help="for --tokenizer bpe (max 65536)")
     ap.add_argument("--val_fraction", type=float, default=0.05, help="tail of each document kept for validation")
+    ap.add_argument("--val_input", nargs="+", default=["auto"],
+                    help="validation text from these files or folders instead of each document's tail, so that "
+                         "all of --input is trained on; 'auto' (default): data/NAME/val/ if it exists, else tails; "
+                         "'tail': always tails")
     ap.add_argument("--data_root", default="data")
     args = ap.parse_args()
     if not 0 < args.val_fraction < 0.5:
         raise DataError(f"--val_fraction {args.val_fraction}: expected a number between 0 and 0.5")
     out_dir = os.path.join(args.data_root, args.dataset)
     inputs = args.input or [os.path.join(out_dir, "corpus")]
+    val_inputs = args.val_input
+    if val_inputs == ["auto"]:
+        # the default data keeps a re-telling of some of its sections for validation: every fact is trained on
+        held_out = os.path.join(out_dir, "val")
+        val_inputs = [held_out] if os.path.isdir(held_out) else ["tail"]
     t0 = time.time()
 
     files = list_text_files(inputs)
@@ -65,10 +77,17 @@ def main():
         text, enc = read_text_file(path)
         print(f"  {path}: {enc}, {len(text):,} characters")
         sources.append({"path": path, "encoding": enc, "bytes": os.path.getsize(path), "chars": len(text)})
-        head, tail = split_document(text, args.val_fraction)
+        head, tail = split_document(text, args.val_fraction) if val_inputs == ["tail"] else (text, "")
         train_docs.append(head)
         if tail.strip():
             val_docs.append(tail)
+    if val_inputs != ["tail"]:
+        for path in list_text_files(val_inputs):
+            text, enc = read_text_file(path)
+            print(f"  {path}: {enc}, {len(text):,} characters (validation)")
+            sources.append({"path": path, "encoding": enc, "bytes": os.path.getsize(path), "chars": len(text),
+                            "split": "val"})
+            val_docs.append(text)
     if not val_docs:
         raise DataError("the validation split is empty: the corpus is too small for --val_fraction")
 
@@ -92,8 +111,11 @@ def main():
             splits[name] = {"documents": len(docs), "chars": chars, "tokens": int(len(ids)),
                             "chars_per_token": round(chars / len(ids), 4)}
         tok.save(os.path.join(tmp, "tokenizer.json"))
+        # meta.json goes in last and vouches for the rest: train.py checks the bins' sizes and this hash
         meta = {"dataset": args.dataset, "vocab_size": tok.vocab_size, "tokenizer": tok.describe(),
-                "eot_id": tok.eot_id, "splits": splits, "val_fraction": args.val_fraction, "sources": sources}
+                "tokenizer_sha256": file_sha256(os.path.join(tmp, "tokenizer.json")), "eot_id": tok.eot_id,
+                "splits": splits, "val_fraction": args.val_fraction if val_inputs == ["tail"] else 0.0,
+                "sources": sources}
         write_json(os.path.join(tmp, "meta.json"), meta)
     t3 = time.time()
 

@@ -11,8 +11,9 @@ import random
 
 import numpy as np
 
-from data_utils import DataError, atomic_output_dir, file_sha256, load_conversations, write_json
+from data_utils import DataError, file_sha256, load_conversations, write_json
 from errors import run_main
+from fsutil import atomic_output_dir
 from tokenizer import Tokenizer, render_conversation
 
 
@@ -50,6 +51,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1337, help="for the held-out split")
     ap.add_argument("--data_root", default="data")
     args = ap.parse_args()
+    if not 0 < args.val_fraction < 1:
+        raise DataError(f"--val_fraction {args.val_fraction}: expected a number between 0 and 1 (not included)")
     data_dir = os.path.join(args.data_root, args.dataset)
     tok_path = os.path.join(data_dir, "tokenizer.json")
     if not os.path.exists(tok_path):
@@ -66,12 +69,14 @@ def main():
         val, _ = dedupe(val)
         train = convs
     else:
+        if len(convs) < 2:  # nothing to hold out: validating on the training example would measure nothing
+            raise DataError(f"{src}: only {len(convs)} usable example; hold-out validation needs at least 2 "
+                            f"(or give a validation file with --val)")
         order = list(range(len(convs)))
         random.Random(args.seed).shuffle(order)
-        n_val = max(1, int(len(convs) * args.val_fraction)) if len(convs) > 1 else 0
-        held = set(order[:n_val])
+        held = set(order[:max(1, int(len(convs) * args.val_fraction))])
         train = [c for i, c in enumerate(convs) if i not in held]
-        val = [c for i, c in enumerate(convs) if i in held] or train[:1]
+        val = [c for i, c in enumerate(convs) if i in held]
 
     report = {"source": src, "val_source": args.val or f"{args.val_fraction:.0%} of source", "read": n_read,
               "bad_skipped": len(bad), "bad_lines": [line for line, _ in bad][:50], "duplicates_dropped": n_dup,

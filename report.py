@@ -11,6 +11,13 @@ COURSE_QUESTIONS = ["介绍一下《天龙八部》的主角", "讲一下射雕�
                     "《射雕英雄传》讲了什么故事？"]
 
 
+def fmt(value, as_percent=False):
+    """A results.json number for the report: '-' for a metric that measured nothing (None or absent)."""
+    if value is None:
+        return "-"
+    return f"{value:.1%}" if as_percent else f"{value:.3f}" if isinstance(value, float) else value
+
+
 def table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
@@ -61,15 +68,25 @@ def main():
            f"![SFT]({rel(os.path.join(args.sft, 'loss.png'))})", ""]
 
     results = read_json(os.path.join(args.eval, "results.json"))
-    cols = ["rouge_l_f", "rouge_l_p", "rouge_l_r", "rouge_l_f_words", "empty_rate", "garbled_rate",
-            "repetition_rate", "truncated_rate", "avg_answer_chars", "n"]
+    headline = [[name, fmt(r["rouge_l_f"]), f"{fmt(r.get('key_accuracy'))} ({r.get('n_keyed', 0)})",
+                 f"{fmt(r.get('in_domain_refusal_rate'), True)} ({r.get('n_in_domain', '-')})",
+                 f"{fmt(r.get('ood_decline_rate'), True)} ({r.get('n_out_of_domain', '-')})"]
+                for name, r in results.items()]
+    cols = ["rouge_l_f", "rouge_l_p", "rouge_l_r", "rouge_l_f_words", "key_accuracy", "n_keyed", "refusal_rate",
+            "empty_rate", "garbled_rate", "repetition_rate", "truncated_rate", "avg_answer_chars", "n"]
     rows = []
     for name, r in results.items():
         for group, g in [("all", r)] + list(r.get("groups", {}).items()):
-            rows.append([name, group] + [f"{g[c]:.3f}" if isinstance(g[c], float) else g[c] for c in cols])
-    md += ["## Evaluation (held-out test set, greedy decoding)", "", table(["model", "group"] + cols, rows), "",
+            rows.append([name, group] + [fmt(g.get(c)) for c in cols])
+    md += ["## Evaluation (held-out test set, greedy decoding)", "",
+           table(["model", "ROUGE-L F1 (characters)", "key-fact accuracy (answers with keys)",
+                  "in-domain refusals (questions)", "out-of-domain declines (questions)"], headline), "",
+           "Key-fact accuracy: the share of answers that contain every key fact the test record lists (names, places, "
+           "events). A refusal is an answer that opens by declining, as MiniGLM does outside the three novels: "
+           "wanted for `out_of_domain` questions, a miss for all others.", "",
+           table(["model", "group"] + cols, rows), "",
            "Groups: `seen` asks facts the SFT set teaches, in new words; `corpus_only` asks facts found only in "
-           "the pretraining corpus.", ""]
+           "the pretraining corpus; `out_of_domain` asks about things outside the three novels.", ""]
     for name, r in results.items():
         md.append(f"- {name}: perplexity {r['perplexity']:.2f} and {r['bits_per_char']:.3f} bits per character on "
                   f"the reference answers; {r['tokens_per_second']:.1f} tokens/s in batched generation")

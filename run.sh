@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The whole pipeline on the embedded default data: prepare -> prepare_sft -> pretrain -> sft -> eval -> report.
 #
-#   bash run.sh                  # picks the profile for this machine (a CUDA GPU, else the CPU: about 16 minutes on 2 cores)
+#   bash run.sh                  # picks the profile for this machine (a CUDA GPU, else the CPU: about 12 minutes on 2 cores)
 #   bash run.sh --profile tiny   # a smoke test of every stage in a minute
 #   bash run.sh --force          # redo stages even when their outputs are up to date
 #
-# A stage is skipped when its output is newer than its inputs. The first failing stage stops the run, named.
+# A stage is skipped when its output is newer than its inputs; a stage that runs again replaces its earlier
+# output (train.py --overwrite=True). The first failing stage stops the run, named.
 set -uo pipefail
 cd "$(dirname "$0")"
 
@@ -65,14 +66,14 @@ stage() {
   printf '%s\t%s\n' "$name" "$((SECONDS - t0))" >> "$TIMES.tmp" && mv "$TIMES.tmp" "$TIMES"
 }
 
-stage prepare     "$DATA/meta.json"            "$DATA/corpus" \
+stage prepare     "$DATA/meta.json"            "$DATA/corpus prepare.py" \
       $PYTHON prepare.py --dataset jinyong
 stage prepare_sft "$DATA/sft_meta.json"        "$DATA/sft.jsonl $DATA/meta.json" \
       $PYTHON prepare_sft.py --dataset jinyong
 stage pretrain    "out/pretrain/best"          "$DATA/meta.json $DATA/sft_meta.json configs/pretrain.py" \
-      $PYTHON train.py config/pretrain.py
+      $PYTHON train.py config/pretrain.py --overwrite=True
 stage sft         "out/sft/best"               "out/pretrain/latest $DATA/sft_meta.json configs/sft.py" \
-      $PYTHON train.py config/sft.py
+      $PYTHON train.py config/sft.py --overwrite=True
 stage eval        "out/eval/results.json"      "out/sft/best $DATA/test.jsonl" \
       $PYTHON eval_rouge.py --out_dir out/sft --output out/eval "${EVAL_ARGS[@]}"
 stage report      "out/REPORT.md"              "out/eval/results.json" \

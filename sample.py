@@ -7,12 +7,12 @@
 """
 import argparse
 import json
-import os
 import sys
 
 from data_utils import DataError, detect_and_decode, read_records
 from engine import Engine, add_sampling_args, sampling_params
-from errors import run_main
+from errors import UserError, run_main
+from fsutil import atomic_write
 
 
 def read_questions(path):
@@ -40,8 +40,10 @@ def main():
     args = ap.parse_args()
     if bool(args.input_data) != bool(args.output_data):
         raise DataError("--input_data and --output_data go together")
-    engine = Engine.from_checkpoint(args.out_dir, args.device)
-    params = sampling_params(args)
+    if args.num_samples < 1:
+        raise UserError(f"--num_samples {args.num_samples}: expected 1 or more")
+    params = sampling_params(args)  # bad sampling values are refused before the model is loaded
+    engine = Engine.from_checkpoint(args.out_dir, args.device, args.dtype)
     mode = "chat" if engine.is_chat else "text completion"
     print(f"{engine.folder}: {mode} model, {engine.model.num_params() / 1e6:.2f}M parameters", file=sys.stderr)
     total_tokens, total_seconds = 0, 0.0
@@ -49,11 +51,9 @@ def main():
     if args.input_data:
         rows = read_questions(args.input_data)
         answers = engine.reply_batch([r["question"] for r in rows], params)
-        tmp = args.output_data + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_write(args.output_data) as f:
             for r, a in zip(rows, answers):
                 f.write(json.dumps({**r, "answer": a}, ensure_ascii=False) + "\n")
-        os.replace(tmp, args.output_data)
         total_tokens, total_seconds = engine.last_stats["tokens"], engine.last_stats["seconds"]
         print(f"wrote {len(rows)} answers to {args.output_data}")
     else:

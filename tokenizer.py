@@ -11,11 +11,11 @@ tokens that ordinary text can never produce, so nothing ever has to search the t
 """
 import base64
 import json
-import os
 
 import tiktoken
 
 from errors import UserError
+from fsutil import atomic_write
 
 # Split text into chunks before BPE; merges never cross a chunk boundary. A run of Chinese characters is one
 # \p{L}+ chunk (there are no spaces), punctuation starts its own chunk, digits go at most two at a time.
@@ -90,10 +90,8 @@ class Tokenizer:
         return cls(d["name"], d["pattern"], ranks, {k: int(v) for k, v in d["special_tokens"].items()})
 
     def save(self, path):
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_write(path) as f:
             json.dump(self.to_dict(), f, ensure_ascii=False)
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path):

@@ -5,11 +5,12 @@
     torchrun --standalone --nproc_per_node=4 train.py config/pretrain.py     # several GPUs (DDP)
 
 Defaults below, then the config file, then --key=value (see configurator.py). Runs on CUDA (bf16 autocast,
-fused AdamW, torch.compile), Apple MPS or CPU. Every eval_interval it logs to OUT_DIR/log.jsonl, redraws
-OUT_DIR/loss.png and writes OUT_DIR/latest/ (and best/ when validation loss improves). Ctrl-C or SIGTERM saves
-and exits; init_from='resume' continues exactly where it stopped.
+fused AdamW, torch.compile), Apple MPS or CPU. Every batch has the same shape: SFT examples are packed whole into
+rows (attention kept inside each example), so nothing is padded to the longest and the compiled model never
+recompiles. Every eval_interval it logs to OUT_DIR/log.jsonl, redraws OUT_DIR/loss.png and writes
+OUT_DIR/latest/ (and best/ when validation loss improves). Ctrl-C or SIGTERM saves and exits;
+init_from='resume' continues exactly where it stopped.
 """
-import json
 import math
 import os
 import signal
@@ -22,12 +23,14 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from checkpoint import load_checkpoint, load_trainer_state, save_checkpoint
-from configurator import ConfigError, hardware_profile, load_config
-from data_utils import SFTData, get_batch_pretrain, get_batch_sft, open_tokens, read_json
+from checkpoint import CheckpointError, find_checkpoint, load_checkpoint, load_trainer_state, save_checkpoint
+from configurator import ConfigError, check_train_config, hardware_profile, load_config
+from data_utils import (Batches, ExamplePacker, Prefetcher, SFTData, check_pretrain_data, open_tokens,
+                        read_json)
 from errors import run_main
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, gpu_peak_flops
 from plotting import plot_runs
+from runlog import append_row, truncate_log
 from tokenizer import Tokenizer
 
 # ---- defaults -------------------------------------------------------------------------------------------------
@@ -35,6 +38,7 @@ task = "pretrain"            # 'pretrain' (next token on the corpus) or 'sft' (l
 dataset = "jinyong"          # data/DATASET/ as written by prepare.py / prepare_sft.py
 out_dir = "out/pretrain"
 init_from = "scratch"        # 'scratch', 'resume' (continue out_dir/latest), or a checkpoint or run folder
+overwrite = False            # start from scratch even where out_dir already holds a run (replaced at the first save)
 profile = "auto"             # read by configs/: auto, gpu, cpu, tiny
 # model
 n_layer, n_head, n_kv_head, n_embd = 6, 8, 0, 512   # n_kv_head=0: as many as n_head; fewer: grouped-query attention
@@ -43,18 +47,18 @@ dropout = 0.0
 qk_norm = False
 tie_embeddings = True
 # optimisation
-batch_size = 16              # sequences per micro-step on each process
+batch_size = 16              # rows of block_size tokens per micro-step on each process
 gradient_accumulation_steps = 1   # micro-steps per optimizer step, over all processes together
-group_by_length = True       # SFT: draw each batch among examples of similar length (less padding)
 prompt_loss_weight = 0.0     # SFT: weight of the loss on the rest of each example (questions), replies weigh 1
 sft_mix = 0.0                # pretraining: this share of each batch's rows are packed SFT examples (loss on replies)
-max_iters = 2000
-max_seconds = 0.0            # wall-clock cap; training stops at it or max_iters, the LR schedule fits the first to end
+max_iters = 2000             # optimizer steps; 0 means: as many as `epochs` takes
+epochs = 0.0                 # passes over the training data (corpus or SFT tokens) when max_iters is 0; 0: auto_epochs
+max_seconds = 0.0            # cap on training seconds (evaluation not counted); the LR schedule fits the first to end
 optimizer = "adamw"          # 'adamw', or 'muon' (torch.optim.Muon for the block matrices, AdamW for the rest)
-learning_rate = 1e-3
-min_lr = 1e-4
+learning_rate = 1e-3         # AdamW's peak LR (Muon's own peak is model.optimizers' muon_lr; the schedule scales both)
+min_lr = 1e-4                # where the cosine ends, as a share of learning_rate for every parameter group
 warmup_iters = 50
-lr_decay_iters = 0           # 0 means max_iters
+lr_decay_iters = 0           # 0 means the end of training
 weight_decay = 0.1
 beta1, beta2 = 0.9, 0.95
 grad_clip = 1.0
@@ -70,16 +74,23 @@ threads = 0                  # CPU threads; 0 means all cores (shared out among 
 seed = 1337
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (bool, int, float, str))}
 
-PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40": 181e12, "4090": 165e12, "A10": 125e12,
-                   "3090": 71e12, "V100": 125e12, "T4": 65e12}
+def lr_multiplier(cfg, step, progress):
+    """The schedule as a factor of each parameter group's own peak LR: linear warmup over warmup_iters steps,
+    then a cosine from 1 down to min_lr/learning_rate as progress (the share of the post-warmup budget used)
+    goes from 0 to 1."""
+    if step < cfg["warmup_iters"]:
+        return (step + 1) / (cfg["warmup_iters"] + 1)
+    floor = cfg["min_lr"] / cfg["learning_rate"]
+    return floor + (1 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
-def get_lr(cfg, it, progress):
-    """Linear warmup over warmup_iters, then cosine decay to min_lr as progress goes 0 -> 1."""
-    if it < cfg["warmup_iters"]:
-        return cfg["learning_rate"] * (it + 1) / (cfg["warmup_iters"] + 1)
-    coeff = 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-    return cfg["min_lr"] + coeff * (cfg["learning_rate"] - cfg["min_lr"])
+def auto_epochs(tokens):
+    """Passes over a training set of `tokens` tokens when no budget is given: a small corpus is worth many passes
+    (memorising it is the point), a large one few before the model only memorises. 40 passes at 100k tokens
+    (about where the gpu profile's validation loss bottomed out on the default corpus), falling as tokens^-0.7
+    to about 5 at 2M tokens (a few million characters of novels), never below 1. A heuristic from one measured
+    point; bench/gpu_check.sh records the curves to check it."""
+    return float(min(40.0, max(1.0, 40.0 * (tokens / 100_000) ** -0.7)))
 
 
 def cpu_has_native_bf16():
@@ -117,8 +128,7 @@ def setup_system(cfg):
             dt = "bfloat16" if device_type == "cpu" and cpu_has_native_bf16() else "float32"
     if dt not in ("float32", "bfloat16", "float16"):
         raise ConfigError(f"dtype={dt!r}: expected auto, float32, bfloat16 or float16")
-    ptdtype = getattr(torch, dt)
-    ctx = nullcontext() if dt == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
+    ctx = nullcontext() if dt == "float32" else torch.autocast(device_type=device_type, dtype=getattr(torch, dt))
     scaler = torch.amp.GradScaler("cuda", enabled=(dt == "float16" and device_type == "cuda"))
     if device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -127,59 +137,20 @@ def setup_system(cfg):
                 scaler=scaler, master=rank == 0)
 
 
-def load_data(cfg, tok):
-    """Batch functions for train and val, and characters per token of the val split (for bits per character)."""
-    data_dir = os.path.join("data", cfg["dataset"])
-    if cfg["task"] == "pretrain":
-        meta = read_json(os.path.join(data_dir, "meta.json"))
-        splits = {s: open_tokens(os.path.join(data_dir, f"{s}.bin")) for s in ("train", "val")}
-        cpt = {s: meta["splits"][s]["chars_per_token"] for s in ("train", "val")}
-        if not 0.0 <= cfg["sft_mix"] < 1.0:
-            raise ConfigError(f"sft_mix={cfg['sft_mix']}: expected a share of the batch from 0 up to (not incl.) 1")
-        sft_rows = round(cfg["batch_size"] * cfg["sft_mix"])
-        # Q&A seen during pretraining too (train split only: SFT's validation stays unseen) gives many more
-        # passes over the questions than SFT alone has time for, and teaches the corpus's facts in Q&A form
-        if sft_rows and not os.path.exists(os.path.join(data_dir, "sft_meta.json")):
-            raise ConfigError(f"sft_mix={cfg['sft_mix']} mixes Q&A into pretraining, but {data_dir} has no SFT data: "
-                              f"run python prepare_sft.py --dataset {cfg['dataset']} first, or pass --sft_mix=0")
-        sft = SFTData(data_dir, "train") if sft_rows else None
-
-        def batch(split, gen):  # validation stays pure corpus, so its loss and bits/char compare across runs
-            rows = sft_rows if split == "train" else 0
-            return get_batch_pretrain(splits[split], cfg["batch_size"], cfg["block_size"], cfg["_device"], gen,
-                                      sft=sft, sft_rows=rows)
-    elif cfg["task"] == "sft":
-        meta = read_json(os.path.join(data_dir, "sft_meta.json"))
-        splits = {s: SFTData(data_dir, s) for s in ("train", "val")}
-        cpt = {s: meta["splits"][s]["reply_chars"] / max(1, meta["splits"][s]["loss_tokens"]) for s in splits}
-
-        def batch(split, gen):
-            return get_batch_sft(splits[split], cfg["batch_size"], cfg["block_size"], cfg["_device"], gen,
-                                 pad_id=tok.eot_id, group_by_length=cfg["group_by_length"] and split == "train",
-                                 prompt_weight=cfg["prompt_loss_weight"] if split == "train" else 0.0)
-    else:
-        raise ConfigError(f"task={cfg['task']!r}: expected 'pretrain' or 'sft'")
-    return batch, cpt
+def check_out_dir(cfg):
+    """A from-scratch run must not silently replace an earlier run's checkpoints and log."""
+    if cfg["init_from"] == "resume" or cfg["overwrite"]:
+        return
+    try:
+        found = find_checkpoint(cfg["out_dir"], ("latest", "best"))
+    except CheckpointError:  # no checkpoint there: nothing to protect
+        return
+    raise ConfigError(f"{cfg['out_dir']} already holds a run ({found}); continue it with --init_from=resume or "
+                      f"start over with --overwrite=True")
 
 
-def main():
-    cfg = load_config(DEFAULTS, sys.argv[1:])
-    cfg["profile"] = hardware_profile()
-    sysinfo = setup_system(cfg)
-    master, device_type = sysinfo["master"], sysinfo["device_type"]
-    cfg["_device"] = sysinfo["device"]
-    world = sysinfo["world"]
-    if cfg["gradient_accumulation_steps"] % world:
-        raise ConfigError(f"gradient_accumulation_steps={cfg['gradient_accumulation_steps']} must be a multiple of "
-                          f"the number of processes ({world})")
-    grad_accum = cfg["gradient_accumulation_steps"] // world
-    torch.manual_seed(cfg["seed"] + sysinfo["rank"])
-    data_dir = os.path.join("data", cfg["dataset"])
-    out_dir = cfg["out_dir"]
-    log = (lambda *a: tqdm.write(" ".join(str(x) for x in a))) if master else (lambda *a: None)
-
-    # ---- model and tokenizer: from scratch, resumed, or initialised from another run (SFT from pretraining)
-    trainer_state, start_info = None, {}
+def build_model(cfg, data_dir, log):
+    """(model, tokenizer, info of the checkpoint it started from, trainer state when resuming)."""
     if cfg["init_from"] == "scratch":
         tok = Tokenizer.load(os.path.join(data_dir, "tokenizer.json"))
         try:
@@ -188,39 +159,116 @@ def main():
                               dropout=cfg["dropout"], qk_norm=cfg["qk_norm"], tie_embeddings=cfg["tie_embeddings"])
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        model = GPT(mconf)
-    else:
-        source = os.path.join(out_dir, "latest") if cfg["init_from"] == "resume" else cfg["init_from"]
-        prefer = ("latest",) if cfg["init_from"] == "resume" else ("best", "latest")
-        model, tok, start_info, folder = load_checkpoint(source, "cpu", prefer)
-        if cfg["init_from"] == "resume":
-            trainer_state = load_trainer_state(folder)
-        model.set_dropout(cfg["dropout"])
-        if cfg["block_size"] > model.config.block_size:
-            raise ConfigError(f"block_size={cfg['block_size']} is larger than the checkpoint's "
-                              f"{model.config.block_size} ({folder})")
-        data_tok = Tokenizer.load(os.path.join(data_dir, "tokenizer.json"))
-        if data_tok.to_dict()["mergeable_ranks"] != tok.to_dict()["mergeable_ranks"]:
-            raise ConfigError(f"data/{cfg['dataset']} was prepared with another tokenizer than {folder}; "
-                              f"prepare it with --tokenizer {folder}/tokenizer.json")
-        log(f"initialised from {folder} (step {start_info.get('step', '?')}, {start_info.get('task', '?')})")
-    batch_fn, chars_per_token = load_data(cfg, tok)
-    model.to(sysinfo["device"])
-    n_params = model.num_params()
-    log(f"profile {cfg['profile']} | device {sysinfo['device']} {sysinfo['dtype']} | {world} process(es) | "
-        f"model {n_params / 1e6:.2f}M parameters ({model.config.n_layer} layers, {model.config.n_embd} wide, "
-        f"vocab {model.config.vocab_size}) | task {cfg['task']} on data/{cfg['dataset']}")
+        return GPT(mconf), tok, {}, None
+    resume = cfg["init_from"] == "resume"
+    source = os.path.join(cfg["out_dir"], "latest") if resume else cfg["init_from"]
+    model, tok, info, folder = load_checkpoint(source, "cpu", ("latest",) if resume else ("best", "latest"))
+    model.set_dropout(cfg["dropout"])
+    if cfg["block_size"] > model.config.block_size:
+        raise ConfigError(f"block_size={cfg['block_size']} is larger than the checkpoint's "
+                          f"{model.config.block_size} ({folder})")
+    data_tok = Tokenizer.load(os.path.join(data_dir, "tokenizer.json"))
+    if data_tok.to_dict()["mergeable_ranks"] != tok.to_dict()["mergeable_ranks"]:
+        raise ConfigError(f"data/{cfg['dataset']} was prepared with another tokenizer than {folder}; "
+                          f"prepare it with --tokenizer {folder}/tokenizer.json")
+    log(f"initialised from {folder} (step {info.get('step', '?')}, {info.get('task', '?')})")
+    return model, tok, info, load_trainer_state(folder) if resume else None
 
+
+def build_data(cfg, tok, data_dir, rank, world):
+    """The training batches, fixed evaluation batches {'train': [...], 'val': [...]} (the same every evaluation,
+    so evaluations compare), characters per token of each split, and training tokens per epoch and per step."""
+    B, T, seed = cfg["batch_size"], cfg["block_size"], cfg["seed"]
+    packer = lambda data, s: ExamplePacker(data, T + 1, s, rank, world, tok.eot_id, cfg["prompt_loss_weight"])  # noqa
+    if cfg["task"] == "pretrain":
+        meta = check_pretrain_data(data_dir)
+        splits = {s: open_tokens(os.path.join(data_dir, f"{s}.bin")) for s in ("train", "val")}
+        cpt = {s: meta["splits"][s]["chars_per_token"] for s in splits}
+        qa_rows = round(B * cfg["sft_mix"])
+        # Q&A seen during pretraining too (train split only: SFT's validation stays unseen) gives many more
+        # passes over the questions than SFT alone has time for, and teaches the corpus's facts in Q&A form
+        if qa_rows and not os.path.exists(os.path.join(data_dir, "sft_meta.json")):
+            raise ConfigError(f"sft_mix={cfg['sft_mix']} mixes Q&A into pretraining, but {data_dir} has no SFT data: "
+                              f"run python prepare_sft.py --dataset {cfg['dataset']} first, or pass --sft_mix=0")
+        qa = packer(SFTData(data_dir, "train"), seed + 2) if qa_rows else None
+        train = Batches(T, seed + 1000 * rank, splits["train"], B - qa_rows, qa, qa_rows)
+        # evaluation on corpus windows only, train and val alike, so that their gap means something
+        evals = {s: Batches(T, 12345 + rank, splits[s], B) for s in splits}
+        eval_counts = {s: cfg["eval_iters"] for s in splits}
+        per_epoch, per_step = len(splits["train"]), (B - qa_rows) * T
+    else:
+        meta = read_json(os.path.join(data_dir, "sft_meta.json"))
+        data = {s: SFTData(data_dir, s) for s in ("train", "val")}
+        cpt = {s: meta["splits"][s]["reply_chars"] / max(1, meta["splits"][s]["loss_tokens"]) for s in data}
+        train = Batches(T, seed, packer=packer(data["train"], seed), packed_rows=B)
+        evals = {s: Batches(T, 12345, packer=packer(data[s], 12345), packed_rows=B) for s in data}
+        # one pass over a small split is enough; more would only repeat examples
+        eval_counts = {s: min(cfg["eval_iters"], math.ceil(int(data[s].lengths.sum()) / (B * (T + 1)))) for s in data}
+        per_epoch, per_step = int(data["train"].lengths.sum()), B * (T + 1)
+    eval_batches = {s: [evals[s].next() for _ in range(eval_counts[s])] for s in evals}
+    return train, eval_batches, cpt, per_epoch, per_step * cfg["gradient_accumulation_steps"]
+
+
+@torch.no_grad()
+def evaluate(model, eval_batches, ctx, device):
+    """Mean loss of each split's fixed evaluation batches."""
+    model.eval()
+    out = {}
+    for split, batches in eval_batches.items():
+        losses = []
+        for b in batches:
+            b = {k: v.to(device) for k, v in b.items()}
+            with ctx:
+                _, loss = model(b["x"], b["y"], b.get("w"), doc_ids=b.get("doc"))
+            losses.append(loss)
+        out[split] = torch.stack(losses).mean().item()
+    model.train()
+    return out
+
+
+def main():
+    cfg = load_config(DEFAULTS, sys.argv[1:])
+    cfg["profile"] = hardware_profile()
+    check_train_config(cfg)
+    system = setup_system(cfg)
+    master, device_type, world = system["master"], system["device_type"], system["world"]
+    if cfg["gradient_accumulation_steps"] % world:
+        raise ConfigError(f"gradient_accumulation_steps={cfg['gradient_accumulation_steps']} must be a multiple of "
+                          f"the number of processes ({world})")
+    grad_accum = cfg["gradient_accumulation_steps"] // world
+    torch.manual_seed(cfg["seed"] + system["rank"])
+    data_dir, out_dir = os.path.join("data", cfg["dataset"]), cfg["out_dir"]
+    log = (lambda *a: tqdm.write(" ".join(str(x) for x in a))) if master else (lambda *a: None)
+    check_out_dir(cfg)
+
+    # ---- build: model, data, optimizers, and the state a resumed run continues from
+    model, tok, start_info, trainer_state = build_model(cfg, data_dir, log)
+    train_batches, eval_batches, chars_per_token, per_epoch, per_step = build_data(cfg, tok, data_dir,
+                                                                                   system["rank"], world)
+    if cfg["max_iters"] == 0:  # a budget in passes over the data, whatever its size
+        cfg["epochs"] = cfg["epochs"] or auto_epochs(per_epoch)
+        cfg["max_iters"] = max(1, math.ceil(cfg["epochs"] * per_epoch / per_step))
+    model.to(system["device"])
+    log(f"profile {cfg['profile']} | device {system['device']} {system['dtype']} | {world} process(es) | "
+        f"model {model.num_params() / 1e6:.2f}M parameters ({model.config.n_layer} layers, {model.config.n_embd} "
+        f"wide, vocab {model.config.vocab_size}) | task {cfg['task']} on data/{cfg['dataset']} | "
+        f"{cfg['max_iters']} steps, {cfg['max_iters'] * per_step / per_epoch:.1f} epochs")
     optimizers = model.optimizers(cfg["optimizer"], cfg["learning_rate"], cfg["weight_decay"],
                                   (cfg["beta1"], cfg["beta2"]), device_type)
-    step, elapsed_before, best_val = 0, 0.0, float("inf")
-    gen = torch.Generator().manual_seed(cfg["seed"] + 1000 * sysinfo["rank"])  # the data sampler
+    for opt in optimizers:  # the schedule scales each group's own peak LR
+        for group in opt.param_groups:
+            group["peak_lr"] = group["lr"]
+    step, train_seconds, warmup_seconds, best_val = 0, 0.0, None, float("inf")
     if trainer_state is not None:
+        if "train_seconds" not in trainer_state:
+            raise ConfigError(f"{out_dir}/latest was written by an older MiniGLM whose runs cannot be resumed; "
+                              f"start over with --overwrite=True")
         for opt, sd in zip(optimizers, trainer_state["optimizers"]):
             opt.load_state_dict(sd)
-        step, elapsed_before, best_val = trainer_state["step"], trainer_state["elapsed"], trainer_state["best_val"]
-        rng = trainer_state["rng"][sysinfo["rank"] % len(trainer_state["rng"])]
-        gen.set_state(rng["sampler"])
+        step, train_seconds, best_val = trainer_state["step"], trainer_state["train_seconds"], trainer_state["best_val"]
+        warmup_seconds = trainer_state["warmup_seconds"]
+        rng = trainer_state["rng"][system["rank"] % len(trainer_state["rng"])]
+        train_batches.set_state(rng["batches"])
         torch.set_rng_state(rng["torch"])
         if device_type == "cuda" and "cuda" in rng:
             torch.cuda.set_rng_state(rng["cuda"])
@@ -228,46 +276,32 @@ def main():
     raw_model = model
     if cfg["compile"] and device_type == "cuda":
         model = torch.compile(model)
-    if sysinfo["ddp"]:
-        model = DDP(model, device_ids=[torch.device(sysinfo["device"]).index] if device_type == "cuda" else None)
-    ctx, scaler = sysinfo["ctx"], sysinfo["scaler"]
+    if system["ddp"]:
+        model = DDP(model, device_ids=[torch.device(system["device"]).index] if device_type == "cuda" else None)
+    ctx, scaler = system["ctx"], system["scaler"]
+    loader = Prefetcher(train_batches, system["device"])
+    batch_state, batch = loader.next()
 
-    @torch.no_grad()
-    def estimate_loss():
-        """Mean loss on the same eval_iters batches each time (a fixed generator), so evaluations compare."""
-        model.eval()
-        out = {}
-        for split in ("train", "val"):
-            g = torch.Generator().manual_seed(12345)
-            losses = []
-            for _ in range(cfg["eval_iters"]):
-                x, y, m = batch_fn(split, g)
-                with ctx:
-                    _, loss = raw_model(x, y, m)
-                losses.append(loss.item())
-            out[split] = sum(losses) / len(losses)
-        model.train()
-        return out
-
-    def save(kind):
-        """latest/ with the trainer state (and best/ without it) from rank 0; every rank's RNG is gathered."""
-        rng = {"sampler": sampler_state_before_prefetch, "torch": torch.get_rng_state()}
+    def save(improved):
+        """latest/ with the trainer state (and best/ without it) from rank 0; every rank's sampler and RNG state
+        (the sampler's from before the batch not yet trained on) is gathered."""
+        rng = {"batches": batch_state, "torch": torch.get_rng_state()}
         if device_type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state()
         rngs = [rng]
-        if sysinfo["ddp"]:
+        if system["ddp"]:
             rngs = [None] * world
             dist.all_gather_object(rngs, rng)
         if not master:
             return
         info = {"task": cfg["task"], "dataset": cfg["dataset"], "step": step, "best_val_loss": best_val,
-                "device": sysinfo["device"], "dtype": sysinfo["dtype"], "processes": world,
+                "device": system["device"], "dtype": system["dtype"], "processes": world,
                 "train_config": {k: v for k, v in cfg.items() if not k.startswith("_")},
                 "init_from": start_info.get("train_config", {}).get("out_dir", cfg["init_from"])}
         state = {"optimizers": [o.state_dict() for o in optimizers], "step": step, "best_val": best_val,
-                 "elapsed": elapsed_before + time.time() - t_start, "rng": rngs}
+                 "train_seconds": train_seconds, "warmup_seconds": warmup_seconds, "rng": rngs}
         save_checkpoint(os.path.join(out_dir, "latest"), raw_model, tok, info, state)
-        if kind == "best":
+        if improved:
             save_checkpoint(os.path.join(out_dir, "best"), raw_model, tok, info)
 
     stop = {"signal": None}
@@ -280,96 +314,106 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     if master:
         os.makedirs(out_dir, exist_ok=True)
-        if trainer_state is None and os.path.exists(os.path.join(out_dir, "log.jsonl")):
-            os.remove(os.path.join(out_dir, "log.jsonl"))  # a fresh run starts a fresh log
-    decay_iters = cfg["lr_decay_iters"] or cfg["max_iters"]
-    max_seconds = cfg["max_seconds"]
-    if max_seconds:
-        bar = tqdm(total=round(max_seconds), initial=round(elapsed_before), unit="s", disable=not master,
-                   desc=cfg["task"], bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}s [{elapsed}<{remaining}{postfix}]")
-    else:
-        bar = tqdm(total=cfg["max_iters"], initial=step, unit="it", disable=not master, desc=cfg["task"])
-    t_start = time.time()
-    t_last, tokens_since = t_start, 0
-    sampler_state_before_prefetch = gen.get_state()  # a resumed run must draw the batch prefetched here again
-    x, y, m = batch_fn("train", gen)
+        if trainer_state is not None:
+            truncate_log(out_dir, step)  # the rows from `step` on are logged again by this run
+    fresh_log = trainer_state is None  # an overwritten run's log is replaced at this run's first save
+
+    # ---- the loop: [evaluate and save] -> stop? -> one optimizer step
+    max_seconds, decay_iters = cfg["max_seconds"], cfg["lr_decay_iters"] or cfg["max_iters"]
+    bar = tqdm(total=cfg["max_iters"], initial=step, unit="step", disable=not master, desc=cfg["task"])
+    sync = torch.zeros(2, device=system["device"], dtype=torch.float32)  # [train seconds, stop], under DDP only
+    seconds, seconds_at_eval, examples_at_eval, tokens_since = train_seconds, train_seconds, None, 0
+    t_step, loss = time.perf_counter(), None
     model.train()
-    while True:
-        # one decision for all processes: rank 0's clock and signals (the LR must agree across ranks)
-        elapsed = elapsed_before + time.time() - t_start
-        clock = torch.tensor([elapsed], dtype=torch.float64, device=sysinfo["device"])
-        stopping = torch.tensor([float(stop["signal"] is not None)], device=sysinfo["device"])
-        if sysinfo["ddp"]:
-            dist.broadcast(clock, 0)
-            dist.all_reduce(stopping, op=dist.ReduceOp.MAX)
-        elapsed, stopping = float(clock.item()), bool(stopping.item() > 0)
-        # the schedule follows whichever budget runs out first: iterations, or wall-clock seconds if set
-        progress = max(step / decay_iters, elapsed / max_seconds if max_seconds else 0.0)
-        done = step >= cfg["max_iters"] or (max_seconds and elapsed >= max_seconds) or stopping
-        lr = get_lr(cfg, step, progress)
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group["lr"] = lr
-
-        if step % cfg["eval_interval"] == 0 or done:
-            losses = estimate_loss()
-            dt = time.time() - t_last
-            tps = tokens_since * world / dt if tokens_since else 0.0
-            row = {"step": step, "time": round(elapsed, 1), "train_loss": round(losses["train"], 4),
-                   "val_loss": round(losses["val"], 4),
-                   "val_bpc": round(losses["val"] / math.log(2) / chars_per_token["val"], 4), "lr": lr,
-                   "tokens_per_sec": round(tps), "chars_per_sec": round(tps * chars_per_token["train"])}
-            if device_type == "cuda" and tps:
-                name = torch.cuda.get_device_name()
-                peak = next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
-                if peak:
-                    row["mfu"] = round(raw_model.flops_per_token(cfg["block_size"]) * tps / (peak * world), 4)
-            improved = losses["val"] < best_val
-            best_val = min(best_val, losses["val"])
-            if master:
-                log(f"step {step}: train {row['train_loss']:.4f} val {row['val_loss']:.4f} "
-                    f"({row['val_bpc']:.3f} bits/char) lr {lr:.2e} {row['tokens_per_sec']:,} tok/s"
-                    + (f" mfu {row['mfu']:.1%}" if "mfu" in row else ""))
-                with open(os.path.join(out_dir, "log.jsonl"), "a", encoding="utf-8") as f:
-                    f.write(json.dumps(row) + "\n")
-                plot_runs([out_dir], os.path.join(out_dir, "loss.png"))
-            save("best" if improved else "latest")
-            t_last, tokens_since = time.time(), 0
-        if done:
-            break
-
-        for micro in range(grad_accum):
-            if sysinfo["ddp"]:  # synchronise gradients only on the last micro-step
-                model.require_backward_grad_sync = micro == grad_accum - 1
-            with ctx:
-                _, loss = model(x, y, m)
-                loss = loss / grad_accum
-            tokens_since += x.numel()
-            sampler_state_before_prefetch = gen.get_state()
-            x, y, m = batch_fn("train", gen)  # fetch the next batch while the GPU works
-            scaler.scale(loss).backward()
-        if cfg["grad_clip"]:
+    try:
+        while True:
+            if not system["ddp"]:
+                seconds, stopping = train_seconds, stop["signal"] is not None
+            elif step % cfg["log_interval"] == 0 or step % cfg["eval_interval"] == 0:
+                # one decision for all processes, from rank 0's clock and anyone's signal (the LR must agree)
+                sync[0], sync[1] = train_seconds, float(stop["signal"] is not None)
+                dist.broadcast(sync[:1], 0)
+                dist.all_reduce(sync[1:], op=dist.ReduceOp.MAX)
+                seconds, stopping = float(sync[0]), bool(sync[1] > 0)
+            else:  # between exchanges every process keeps the last agreed clock
+                stopping = False
+            done = step >= cfg["max_iters"] or bool(max_seconds and seconds >= max_seconds) or stopping
+            if step == cfg["warmup_iters"] and warmup_seconds is None:
+                warmup_seconds = seconds
+            # the cosine follows whichever budget runs out first, counted from the end of warmup
+            progress = (step - cfg["warmup_iters"]) / max(1, decay_iters - cfg["warmup_iters"])
+            if max_seconds and warmup_seconds is not None:
+                progress = max(progress, (seconds - warmup_seconds) / max(1e-9, max_seconds - warmup_seconds))
+            mult = lr_multiplier(cfg, step, progress)
             for opt in optimizers:
-                scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg["grad_clip"])
-        for opt in optimizers:
-            scaler.step(opt)
-        scaler.update()
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        step += 1
-        if master and step % cfg["log_interval"] == 0:
-            bar.set_postfix(loss=f"{loss.item() * grad_accum:.3f}", lr=f"{lr:.1e}")
-        if max_seconds:  # never past the total: tqdm would then forget it
-            bar.update(min(round(elapsed_before + time.time() - t_start), bar.total) - bar.n)
-        else:
+                for group in opt.param_groups:
+                    group["lr"] = group["peak_lr"] * mult
+    
+            if step % cfg["eval_interval"] == 0 or done:
+                losses = evaluate(raw_model, eval_batches, ctx, system["device"])
+                span = train_seconds - seconds_at_eval
+                tps = tokens_since * world / span if tokens_since and span > 0 else 0.0
+                row = {"step": step, "time": round(seconds, 1), "train_loss": round(losses["train"], 4),
+                       "val_loss": round(losses["val"], 4),
+                       "val_bpc": round(losses["val"] / math.log(2) / chars_per_token["val"], 4),
+                       "lr": cfg["learning_rate"] * mult, "tokens_per_sec": round(tps),
+                       "chars_per_sec": round(tps * chars_per_token["train"])}
+                examples = train_batches.examples_done(batch_state)
+                if examples is not None and examples_at_eval is not None and span > 0:
+                    row["examples_per_sec"] = round((examples - examples_at_eval) * world / span, 1)
+                examples_at_eval = examples
+                if device_type == "cuda" and tps:
+                    peak = gpu_peak_flops()
+                    if peak:
+                        row["mfu"] = round(raw_model.flops_per_token(cfg["block_size"]) * tps / (peak * world), 4)
+                improved = losses["val"] < best_val
+                best_val = min(best_val, losses["val"])
+                save(improved)
+                if master:
+                    if fresh_log:
+                        truncate_log(out_dir, 0)
+                        fresh_log = False
+                    append_row(out_dir, row)
+                    plot_runs([out_dir], os.path.join(out_dir, "loss.png"))
+                    log(f"step {step}: train {row['train_loss']:.4f} val {row['val_loss']:.4f} "
+                        f"({row['val_bpc']:.3f} bits/char) lr {row['lr']:.2e} {row['tokens_per_sec']:,} tok/s"
+                        + (f" mfu {row['mfu']:.1%}" if "mfu" in row else ""))
+                seconds_at_eval, tokens_since = train_seconds, 0
+                t_step = time.perf_counter()  # evaluation and saving are not training time
+            if done:
+                break
+    
+            for micro in range(grad_accum):
+                if system["ddp"]:  # synchronise gradients only on the last micro-step
+                    model.require_backward_grad_sync = micro == grad_accum - 1
+                with ctx:
+                    _, loss = model(batch["x"], batch["y"], batch.get("w"), doc_ids=batch.get("doc"))
+                scaler.scale(loss / grad_accum).backward()
+                tokens_since += batch["x"].numel()
+                batch_state, batch = loader.next()  # already made by the loader's thread; the copy overlaps
+            if cfg["grad_clip"]:
+                for opt in optimizers:
+                    scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg["grad_clip"])
+            for opt in optimizers:
+                scaler.step(opt)
+            scaler.update()
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            step += 1
+            now = time.perf_counter()
+            train_seconds, t_step = train_seconds + now - t_step, now
+            if master and step % cfg["log_interval"] == 0:  # the only host-device sync outside evaluation
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{cfg['learning_rate'] * mult:.1e}")
             bar.update(1)
-    bar.close()
+    finally:  # an error message must not land on the progress bar's line
+        bar.close()
+        loader.close()
     if stop["signal"] is not None:
         log(f"stopped by signal {stop['signal']} at step {step}; saved {out_dir}/latest "
             f"(continue with --init_from=resume)")
     log(f"done: {step} steps, best val loss {best_val:.4f}; checkpoints in {out_dir}/best and {out_dir}/latest")
-    if sysinfo["ddp"]:
+    if system["ddp"]:
         dist.destroy_process_group()
 
 

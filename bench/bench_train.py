@@ -1,10 +1,12 @@
 """Training throughput: tokens and characters per second of full optimizer steps (forward, backward, AdamW).
 
     python bench/bench_train.py                       # the course's size and the CPU profile, vocab 8192
-    python bench/bench_train.py --chars_per_token 1.39 --steps 20 --sizes 6x512x8 4x256x4
+    python bench/bench_train.py --chars_per_token 1.39 --steps 20 --sizes 6x512x8x256x8 4x256x4x512x8
+    python bench/bench_train.py --sizes 8x512x8x512x32 12x768x12x1024x16 --dtypes bfloat16 --compile  # a GPU
 
 Random token ids (speed does not depend on the text); characters per second = tokens per second times the
-characters per token your tokenizer gives (prepare.py prints it; meta.json has it).
+characters per token your tokenizer gives (prepare.py prints it; meta.json has it). --packed adds document ids
+(rows of 8 documents), as SFT batches have. On CUDA it also prints the model FLOPs utilisation (MFU).
 """
 import argparse
 import os
@@ -14,25 +16,34 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from model import GPT, GPTConfig  # noqa: E402
+from model import GPT, GPTConfig, gpu_peak_flops  # noqa: E402
 
 
-def bench(n_layer, n_embd, n_head, vocab, block, batch, steps, device, dtype):
+def bench(n_layer, n_embd, n_head, vocab, block, batch, steps, device, dtype, compile_model, packed):
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=vocab, block_size=block, n_layer=n_layer, n_head=n_head, n_embd=n_embd)).to(device)
-    opt = model.optimizers("adamw", 1e-3, 0.1, (0.9, 0.95), device)[0]
+    raw = GPT(GPTConfig(vocab_size=vocab, block_size=block, n_layer=n_layer, n_head=n_head, n_embd=n_embd)).to(device)
+    model = torch.compile(raw) if compile_model else raw
+    opt = raw.optimizers("adamw", 1e-3, 0.1, (0.9, 0.95), device)[0]
     x = torch.randint(vocab, (batch, block), device=device)
     y = torch.randint(vocab, (batch, block), device=device)
-    for i in range(steps + 2):
-        if i == 2:  # two warm-up steps
+    doc = (torch.arange(block, device=device) * 8 // block).expand(batch, block) if packed else None
+    w = torch.ones(batch, block, device=device) if packed else None
+    warmup = 3 if compile_model else 2
+    for i in range(steps + warmup):
+        if i == warmup:
+            if device == "cuda":
+                torch.cuda.synchronize()
             t0 = time.perf_counter()
         with torch.autocast(device, dtype=getattr(torch, dtype), enabled=dtype != "float32"):
-            _, loss = model(x, y)
+            _, loss = model(x, y, w, doc_ids=doc)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+    loss.item()  # waits for the device
     dt = time.perf_counter() - t0
-    return model.num_params(), batch * block * steps / dt
+    tps = batch * block * steps / dt
+    peak = gpu_peak_flops() if device == "cuda" else None
+    return raw.num_params(), tps, raw.flops_per_token(block) * tps / peak if peak else None
 
 
 def main():
@@ -44,19 +55,25 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="autocast dtypes to compare")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model")
+    ap.add_argument("--packed", action="store_true", help="document-masked attention, as in SFT batches")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"device {device}, {torch.get_num_threads()} threads, vocab {args.vocab_size}")
+    if device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    print(f"device {device}, {torch.get_num_threads()} threads, vocab {args.vocab_size}, compile {args.compile}, "
+          f"packed {args.packed}")
     print(f"{'layers x width x heads':>24} {'block':>6} {'batch':>6} {'params':>9} {'dtype':>9} {'tokens/s':>10} "
-          f"{'chars/s':>10}")
+          f"{'chars/s':>10} {'MFU':>6}")
     for s in args.sizes:
         n_layer, n_embd, n_head, block, batch = map(int, s.split("x"))
         for dtype in args.dtypes:
-            n, tps = bench(n_layer, n_embd, n_head, args.vocab_size, block, batch, args.steps, device, dtype)
+            n, tps, mfu = bench(n_layer, n_embd, n_head, args.vocab_size, block, batch, args.steps, device, dtype,
+                                args.compile, args.packed)
             print(f"{f'{n_layer} x {n_embd} x {n_head}':>24} {block:>6} {batch:>6} {n / 1e6:>8.2f}M {dtype:>9} "
-                  f"{tps:>10,.0f} {tps * args.chars_per_token:>10,.0f}")
+                  f"{tps:>10,.0f} {tps * args.chars_per_token:>10,.0f} {f'{mfu:.1%}' if mfu else '-':>6}", flush=True)
 
 
 if __name__ == "__main__":

@@ -128,3 +128,80 @@ def test_browser_types_a_question_and_reads_the_streamed_answer(app):
         page.screenshot(path=os.path.join(os.environ.get("TMPDIR", "/tmp"), "miniglm_app.png"))
         browser.close()
     assert text and "\ufffd" not in text and "郭靖是谁" not in text
+
+
+# ---- only checkpoints under --root, each loaded once (issue 13) ------------------------------------------------
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def counting_loads(monkeypatch):
+    import app as app_module
+    loads, real = [], app_module.Engine.from_checkpoint
+
+    def load(cls, path, device="auto"):
+        loads.append(path)
+        return real(path, device)
+
+    monkeypatch.setattr(app_module.Engine, "from_checkpoint", classmethod(load))
+    return loads
+
+
+def test_forty_spellings_of_one_checkpoint_load_it_once(trained, monkeypatch):
+    from app import ChatBackend
+    monkeypatch.chdir(trained)
+    loads = counting_loads(monkeypatch)
+    backend = ChatBackend("out", device="cpu")
+    first = backend.engine("out/sft")
+    rss_before = rss_bytes()
+    spellings = (["out/" + "./" * i + "sft" for i in range(1, 16)] + ["./" * i + "out//sft/" for i in range(1, 11)]
+                 + [str(trained / "out") + "/" + "./" * i + "sft" for i in range(10)]
+                 + ["out/../out/sft", "out/sft/best", "out/sft/../sft", "out/pre/../sft", "out/sft/."])
+    assert len(set(spellings)) == 40
+    for s in spellings:
+        assert backend.engine(s) is first
+    assert loads == [os.path.realpath(trained / "out/sft/best")] and len(backend.engines) == 1
+    assert rss_bytes() - rss_before < 10 * 2 ** 20  # flat (each load of even this tiny model costs megabytes)
+    stream = backend.respond("郭靖是谁？", [], "out/sft", 0.7, 50, 0.9, 40)
+    next(stream)  # a reply is being generated: the lock is free for other clients meanwhile
+    assert backend.lock.acquire(timeout=1)
+    backend.lock.release()
+    stream.close()
+    backend.engine("out/pre")
+    backend.engine("out/sft/latest")
+    assert len(loads) == 3 and len(backend.engines) == 2  # a bounded cache: the least recently used is dropped
+
+
+def test_checkpoints_outside_root_are_refused_politely_and_never_loaded(trained, tmp_path, monkeypatch):
+    from app import ChatBackend
+    from checkpoint import CheckpointError
+    root, outside = tmp_path / "root", tmp_path / "elsewhere"
+    shutil.copytree(trained / "out/pre", outside)
+    shutil.copytree(trained / "out/sft/best", root / "damaged" / "best")
+    open(root / "damaged/best/model.safetensors", "r+b").truncate(1000)
+    os.symlink(outside, root / "linked")  # a link under root that leads out of it
+    loads = counting_loads(monkeypatch)
+    backend = ChatBackend(str(root), device="cpu")
+    for path in (str(outside), str(root / ".." / "elsewhere"), str(root / "linked"), "/", "\0"):
+        reply = list(backend.respond("郭靖是谁？", [], path, 0.7, 50, 0.9, 20))[-1]
+        assert "只能使用" in reply and "Traceback" not in reply
+        if path != "\0":
+            with pytest.raises(CheckpointError, match="not under"):
+                backend.engine(path)
+    reply = list(backend.respond("郭靖是谁？", [], str(root / "damaged"), 0.7, 50, 0.9, 20))[-1]
+    assert "无法加载" in reply and "model.safetensors" in reply and "\n" not in reply
+    assert str(root) in reply or "damaged" in reply
+    assert loads == [os.path.realpath(root / "damaged/best")]  # the damaged one was tried; nothing outside
+    bad = list(backend.respond("郭靖是谁？", [], str(root / "damaged"), 0.7, -5, 0.9, 20))[-1]
+    assert "top_k=-5" in bad
+
+
+def test_server_refuses_a_checkpoint_outside_its_root(app, trained):
+    outside = trained / "faults_outside_run"
+    if not outside.exists():
+        shutil.copytree(trained / "out/pre", outside)
+    for spelling in (str(outside), "out/../faults_outside_run"):
+        reply = ask(app, "郭靖是谁？", checkpoint=spelling)[-1]
+        assert "只能使用" in reply and "Traceback" not in reply
+    assert ask(app, "郭靖是谁？", checkpoint="out/./sft/")[-1].strip()  # another spelling of a listed run works

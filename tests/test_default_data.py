@@ -8,6 +8,8 @@ from data_utils import load_conversations, read_text_file
 
 DATA = os.path.join(REPO, "data", "jinyong")
 END = tuple("。！？…”」）")
+REFUSAL = re.compile(r"不在我的知识范围|超出了我的(知识范围|能力)|无法获取")
+TAIL = "我是MiniGLM，只了解金庸的《射雕英雄传》《神雕侠侣》《天龙八部》，可以问我这三部书里的人物和故事。"
 
 
 def norm(q):
@@ -48,3 +50,70 @@ def test_test_set_is_held_out_and_has_both_groups():
     train, _, _ = load_conversations(os.path.join(DATA, "sft.jsonl"))
     train_q = {norm(t["content"]) for c in train for t in c if t["role"] == "user"}
     assert not [c[0]["content"] for c in convs if norm(c[0]["content"]) in train_q]
+
+
+def test_reference_answers_carry_keys_they_contain():
+    _, recs, _ = load_conversations(os.path.join(DATA, "test.jsonl"))
+    in_domain = [r for r in recs if r["group"] != "out_of_domain"]
+    assert in_domain and all("keys" in r for r in in_domain)
+    for r in in_domain:
+        keys = r["keys"]
+        assert isinstance(keys, list) and 1 <= len(keys) <= 3, r["question"]
+        for key in keys:
+            alts = key.split("|")
+            assert all(a.strip() == a and a for a in alts), (r["question"], key)
+            assert any(a in r["answer"] for a in alts), (r["question"], key)   # the reference itself is right
+            assert not any(a in r["question"] for a in alts), (r["question"], key)  # not just echoing the question
+
+
+def test_out_of_domain_questions_are_refused_in_the_sft_style():
+    _, recs, _ = load_conversations(os.path.join(DATA, "test.jsonl"))
+    ood = [r for r in recs if r["group"] == "out_of_domain"]
+    assert len(ood) >= 15
+    for r in ood:
+        assert "keys" not in r and r["book"] == r["category"] == "其他", r["question"]
+        assert REFUSAL.search(r["answer"]) and r["answer"].endswith(TAIL), r["question"]
+    # each refusal opens the way the SFT set's refusals open (a taught opening, or the one naming another novel)
+    _, train, _ = load_conversations(os.path.join(DATA, "sft.jsonl"))
+    taught = {r["answer"][:-len(TAIL)] for r in train if r.get("answer", "").endswith(TAIL)}
+    for r in ood:
+        opening = r["answer"][:-len(TAIL)]
+        assert opening in taught or re.fullmatch(r"抱歉，(\w+所在的)?《\w+》不在我的知识范围内。", opening), opening
+
+
+def all_texts():
+    """(source, sentence) of every corpus sentence and every SFT/test answer sentence."""
+    texts = [(f, read_text_file(f)[0]) for f in sorted(glob.glob(os.path.join(DATA, "corpus", "kb_*.txt")))]
+    for name in ("sft.jsonl", "test.jsonl"):
+        convs, _, _ = load_conversations(os.path.join(DATA, name))
+        texts += [(name, t["content"]) for c in convs for t in c if t["role"] == "assistant"]
+    return [(src, s) for src, t in texts for s in re.split(r"(?<=[。！？\n])", t) if s.strip()]
+
+
+def section(name):
+    text = "".join(read_text_file(f)[0] for f in glob.glob(os.path.join(DATA, "corpus", "kb_*_people.txt")))
+    return re.search(r"^【" + name + r"】$(.*?)(?=^【|\Z)", text, flags=re.M | re.S).group(1)
+
+
+def test_checked_facts_stay_fixed():
+    sents = all_texts()
+    late = "潇湘子|尼摩星|尹克西|马光佐"
+    # only 金轮法王, 霍都 and 达尔巴 came to the 大胜关 英雄大会; the other four join in 忽必烈's camp afterwards
+    for src, s in sents:
+        if "英雄大会" in s and re.search(late + "|高手", s) and "金轮" in s + src:
+            assert re.search("之后|没有|会后", s) or not re.search(late + "|西域|天竺", s), (src, s)
+    for name in ("潇湘子", "尼摩星"):
+        for s in re.split(r"(?<=。)", section(name)):
+            assert "英雄大会" not in s or re.search("之后|没有|会后", s), s
+    for src, s in sents:
+        # 阿紫's poisoned needle at 萧峰 was on the snowy road north, not at 小镜湖
+        assert not ("小镜湖" in s and "阿紫" in s and "针" in s), (src, s)
+        # 朱子柳 had the better of 霍都 until the fan's hidden nails; nobody says 霍都 simply won or 朱子柳 simply lost
+        assert not re.search(r"霍都[^。；]{0,12}(靠暗器取胜|先胜)|朱子柳[^。；]{0,30}落败|胜霍都", s), (src, s)
+        # 杨康 clawed at 黄蓉's shoulder (九阴白骨爪) and pierced his fingers on the 软猬甲; no palm strike
+        assert not ("杨康" in s + src and "软猬甲" in s and re.search("一掌打在|出掌打", s)), (src, s)
+        # 绝情丹: the pill 杨过 gave away went to 小龙女; the one thrown into the ravine was the last half
+        if "绝情丹" in s and "让给" in s:
+            assert "小龙女" in s, (src, s)
+        if "绝情丹" in s + "丹药" and re.search("抛|扔|掷", s) and "杨过" in s:
+            assert "半枚" in s or "半枚" in src, (src, s)

@@ -135,3 +135,71 @@ def test_sampling_keeps_replies_valid_utf8_even_for_an_untrained_model(workdir):
     assert tok.decode_bytes([0x85]) == b"\x85" and tok.decode_bytes([0xBF]) == b"\xbf"  # byte tokens: id = byte
     assert allowed[state, 0x85] and not allowed[state, 0xBF]
     assert not allowed[state, tok.end_id] and allowed[0, tok.end_id]
+
+
+def run_rows(model, x, y, w, doc=None):
+    """Sum over tokens of weight * loss, and the gradients of that sum."""
+    model.zero_grad()
+    _, mean = model(x, y, w, doc_ids=doc)
+    total = mean * w.sum()
+    total.backward()
+    return total.item(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("kw", [{}, {"n_kv_head": 2, "qk_norm": True}])
+def test_packed_row_equals_its_examples_one_at_a_time(kw):
+    """Loss and gradients of a packed row (attention kept inside each example, positions restarting) are those
+    of the same examples run separately."""
+    model = tiny(**kw)
+    g = torch.Generator().manual_seed(3)
+    lengths = [17, 9, 30, 8]  # the last is padding with weight 0
+    toks = torch.randint(300, (1, sum(lengths) + 1), generator=g)
+    weights = (torch.rand(1, sum(lengths) + 1, generator=g) > 0.3).float()
+    weights[:, -lengths[-1]:] = 0
+    doc = torch.cat([torch.full((n,), i) for i, n in enumerate(lengths)])[None]
+    packed, packed_grads = run_rows(model, toks[:, :-1], toks[:, 1:], weights[:, 1:], doc)
+    alone, alone_grads, start = 0.0, None, 0
+    for n in lengths[:-1]:
+        # one example alone: its tokens, its targets inside it (the last target is the next example's first
+        # token, which the packed row also predicts)
+        seg = slice(start, start + n)
+        loss, grads = run_rows(model, toks[:, :-1][:, seg], toks[:, 1:][:, seg], weights[:, 1:][:, seg])
+        alone += loss
+        alone_grads = grads if alone_grads is None else [a + b for a, b in zip(alone_grads, grads)]
+        start += n
+    assert packed == pytest.approx(alone, rel=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(packed_grads, alone_grads))
+
+
+def test_chunked_loss_equals_plain_cross_entropy():
+    import torch.nn.functional as F
+    from model import LinearCrossEntropy
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(37, 16, generator=g, requires_grad=True)
+    weight = torch.randn(50, 16, generator=g, requires_grad=True)
+    targets, w = torch.randint(50, (37,), generator=g), torch.rand(37, generator=g)
+    ours = LinearCrossEntropy.apply(h, weight, targets, w, 8)  # 8 rows a chunk: chunks end mid-batch
+    (ours * 3).backward()
+    grads = h.grad.clone(), weight.grad.clone()
+    h.grad, weight.grad = None, None
+    ref = (F.cross_entropy(h @ weight.t(), targets, reduction="none") * w).sum()
+    (ref * 3).backward()
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert torch.allclose(grads[0], h.grad, atol=1e-5) and torch.allclose(grads[1], weight.grad, atol=1e-5)
+    with torch.no_grad():  # evaluation computes no gradients at all
+        assert LinearCrossEntropy.apply(h, weight, targets, w, 8).item() == pytest.approx(ref.item(), rel=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 matmuls, float32 softmax
+        assert LinearCrossEntropy.apply(h, weight, targets, w, 8).item() == pytest.approx(ref.item(), rel=2e-2)
+
+
+def test_flex_attention_block_mask_computes_what_the_sdpa_mask_does():
+    """FlexAttention (the CUDA path for packed rows) against SDPA with the boolean mask; on the CPU FlexAttention
+    runs forward only, which is enough to compare them."""
+    model = tiny(n_kv_head=2).eval()
+    x = torch.randint(300, (2, 40), generator=torch.Generator().manual_seed(2))
+    doc = torch.tensor([[0] * 10 + [1] * 25 + [2] * 5, [0] * 40])
+    with torch.no_grad():
+        _, sdpa = model(x, x, doc_ids=doc)
+        model.use_flex = lambda idx: True
+        _, flex = model(x, x, doc_ids=doc)
+    assert flex.item() == pytest.approx(sdpa.item(), rel=1e-5)

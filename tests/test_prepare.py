@@ -1,6 +1,7 @@
 """prepare.py, the tokenizer and corpus reading."""
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -113,3 +114,69 @@ def test_prepare_reuses_a_tokenizer_and_reports_missing_gpt2(workdir, tmp_path):
                       cwd=tmp_path, check=False, env={"TIKTOKEN_CACHE_DIR": str(tmp_path / "empty-cache")})
     if proc.returncode != 0:  # no network here: a clear one-line error that says how to get the vocabulary
         assert "GPT-2 vocabulary" in user_error(proc)
+
+
+def test_train_bin_is_checked_against_the_tokenizer_and_the_token_counts(workdir, tmp_path):
+    from data_utils import check_pretrain_data, file_sha256
+    d = tmp_path / "tiny"
+    shutil.copytree(workdir / "data" / "tiny", d)
+    meta = check_pretrain_data(str(d))
+    assert meta["tokenizer_sha256"] == file_sha256(d / "tokenizer.json")
+
+    def refused(change, message):
+        shutil.rmtree(d)
+        shutil.copytree(workdir / "data" / "tiny", d)
+        change()
+        with pytest.raises(DataError, match=message) as e:
+            check_pretrain_data(str(d))
+        assert "run python prepare.py --dataset tiny again" in str(e.value)
+
+    other = Tokenizer.train(corpus_text(1).split("\n"), 300)
+    refused(lambda: other.save(d / "tokenizer.json"), "not the tokenizer")
+    refused(lambda: open(d / "train.bin", "r+b").truncate(100), "train.bin: 100 bytes")
+    refused(lambda: os.remove(d / "val.bin"), "val.bin: missing")
+    refused(lambda: os.remove(d / "meta.json"), "meta.json: not found")
+    meta.pop("tokenizer_sha256")
+    refused(lambda: (d / "meta.json").write_text(json.dumps(meta), encoding="utf-8"), "no tokenizer_sha256")
+
+
+def test_an_interrupted_prepare_is_detected(workdir, tmp_path, monkeypatch):
+    """A crash while prepare.py swaps its files in leaves no meta.json, so the mix of old and new is refused."""
+    import sys
+    from data_utils import check_pretrain_data
+    import prepare
+    shutil.copytree(workdir / "data" / "tiny", tmp_path / "data" / "tiny")
+    (tmp_path / "c.txt").write_text(corpus_text(3), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["prepare.py", "--dataset", "tiny", "--input", "c.txt", "--vocab_size", "400"])
+    real_replace, swapped, final = os.replace, [], str(tmp_path / "data" / "tiny")
+
+    def crash_after_the_first_file(src, dst):
+        if os.path.dirname(os.path.abspath(dst)) == final:  # a file swapped into data/tiny
+            if swapped:
+                raise OSError(5, "simulated crash")
+            swapped.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_after_the_first_file)
+    with pytest.raises(OSError):
+        prepare.main()
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert [os.path.basename(p) for p in swapped] == ["tokenizer.json"]  # a new tokenizer beside the old bins
+    with pytest.raises(DataError, match="meta.json: not found"):
+        check_pretrain_data("data/tiny")
+
+
+def test_validation_text_of_its_own_leaves_every_document_whole_for_training(tmp_path):
+    corpus, held_out = tmp_path / "data" / "v" / "corpus", tmp_path / "data" / "v" / "val"
+    corpus.mkdir(parents=True)
+    held_out.mkdir()
+    (corpus / "a.txt").write_text(corpus_text(), encoding="utf-8")
+    (held_out / "retold.txt").write_text("【郭靖】\n郭靖的师父是江南七怪，后来洪七公教他降龙十八掌。\n" * 20, encoding="utf-8")
+    run_script("prepare.py", "--dataset", "v", "--vocab_size", "600", cwd=tmp_path)  # data/v/val/ found by itself
+    meta = json.loads((tmp_path / "data" / "v" / "meta.json").read_text(encoding="utf-8"))
+    assert meta["splits"]["train"]["chars"] == len(corpus_text().strip()) + 1  # all of the corpus is trained on
+    assert meta["splits"]["val"]["chars"] == len(("【郭靖】\n郭靖的师父是江南七怪，后来洪七公教他降龙十八掌。\n" * 20).strip()) + 1
+    run_script("prepare.py", "--dataset", "v", "--vocab_size", "600", "--val_input", "tail", cwd=tmp_path)
+    meta = json.loads((tmp_path / "data" / "v" / "meta.json").read_text(encoding="utf-8"))
+    assert meta["splits"]["train"]["chars"] < len(corpus_text())  # the tail is held out again

@@ -3,11 +3,10 @@ import csv
 import json
 import os
 
-import numpy as np
 import pytest
 
 from conftest import run_script, user_error, write_jsonl
-from data_utils import DataError, SFTData, get_batch_pretrain, get_batch_sft, load_conversations, open_tokens
+from data_utils import DataError, load_conversations
 from tokenizer import Tokenizer, render_conversation, render_for_reply
 
 CONV = [{"role": "system", "content": "你是金庸小说专家。"},
@@ -115,59 +114,6 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
     assert "python prepare.py --dataset nothing" in user_error(proc)
 
 
-@pytest.mark.parametrize("grouped", [False, True])
-def test_batches_draw_whole_examples_and_never_count_padding(workdir, tok, grouped):
-    import torch
-    data = SFTData(str(workdir / "data" / "tiny"), "train")
-    batch = 3 if grouped else 8
-    assert not grouped or len(data) > 4 * batch  # so that grouping is really used
-    x, y, m = get_batch_sft(data, batch, 128, "cpu", torch.Generator().manual_seed(0), pad_id=tok.eot_id,
-                            group_by_length=grouped)
-    assert x.shape == y.shape == m.shape
-    if grouped:  # drawn among 4 * batch examples of neighbouring length
-        lengths = sorted(np.diff(data.offsets))
-        widest_window = max(lengths[i + 4 * batch - 1] - lengths[i] for i in range(len(lengths) - 4 * batch + 1))
-        real = [int((torch.cat([x[r], y[r, -1:]]) != tok.eot_id).nonzero().max()) + 1 for r in range(batch)]
-        assert max(real) - min(real) <= widest_window
-    for row in range(batch):
-        ids = [int(t) for t in x[row]] + [int(y[row, -1])]
-        if ids[0] != tok.eot_id:
-            pytest.fail("an example must start at its beginning")
-        n_real = int(np.nonzero(np.array(ids) != tok.eot_id)[0].max()) + 1  # padding after the last real token
-        assert m[row, n_real:].sum() == 0
-        assert y[row][m[row] == 1].tolist()[-1] == tok.end_id  # the reply's end token is learned
-
-
-def test_prompt_loss_weight_counts_questions_a_little_and_padding_never(workdir, tok):
-    import torch
-    data = SFTData(str(workdir / "data" / "tiny"), "train")
-    args = (data, 8, 128, "cpu")
-    x, y, m = get_batch_sft(*args, torch.Generator().manual_seed(0), pad_id=tok.eot_id)
-    _, _, w = get_batch_sft(*args, torch.Generator().manual_seed(0), pad_id=tok.eot_id, prompt_weight=0.25)
-    real = torch.zeros_like(m)  # positions whose target is part of the example (not padding)
-    for row in range(8):
-        ids = [int(t) for t in x[row]] + [int(y[row, -1])]
-        real[row, :int(np.nonzero(np.array(ids) != tok.eot_id)[0].max())] = 1
-    assert torch.equal(w[m == 1], torch.ones_like(w[m == 1]))
-    assert set(w[(m == 0) & (real == 1)].tolist()) == {0.25} and w[real == 0].sum() == 0
-
-
-def test_pretraining_batches_can_mix_in_packed_qa_rows(workdir, tok):
-    import torch
-    data_dir = workdir / "data" / "tiny"
-    corpus, qa = open_tokens(str(data_dir / "train.bin")), SFTData(str(data_dir), "train")
-    x, y, m = get_batch_pretrain(corpus, 4, 64, "cpu", torch.Generator().manual_seed(0))
-    assert x.shape == (4, 64) and m is None
-    x, y, m = get_batch_pretrain(corpus, 4, 64, "cpu", torch.Generator().manual_seed(0), sft=qa, sft_rows=1)
-    assert x.shape == y.shape == m.shape == (4, 64)
-    assert m[:3].all()  # corpus rows: every token counts
-    row = [int(t) for t in x[3]] + [int(y[3, -1])]
-    assert row[0] == tok.eot_id and row.count(tok.eot_id) >= 2  # whole examples laid end to end
-    answers = tok.decode([t for t, keep in zip(y[3].tolist(), m[3].tolist()) if keep and t != tok.end_id])
-    questions = tok.decode([t for t, keep in zip(y[3].tolist(), m[3].tolist()) if not keep])
-    assert "？" in questions and "？" not in answers  # the loss is on the replies only
-
-
 def test_long_conversations_drop_oldest_turns_first(tok):
     long = []
     for i in range(30):
@@ -182,3 +128,16 @@ def test_long_conversations_drop_oldest_turns_first(tok):
     assert len(huge) <= 60 and tok.decode(huge[:-2]).endswith("结尾")
     with pytest.raises(DataError):
         load_conversations("/nonexistent/file.jsonl")
+
+
+def test_a_single_example_is_refused_rather_than_validated_on_itself(workdir, tmp_path):
+    write_jsonl(tmp_path / "one.jsonl", [{"question": "郭靖是谁？", "answer": "郭靖是主角。"}])
+    d = workdir / "data" / "tiny"
+    before = {f: os.path.getmtime(d / f) for f in os.listdir(d) if f.startswith("sft_")}
+    err = user_error(run_script("prepare_sft.py", "--dataset", "tiny", "--input", str(tmp_path / "one.jsonl"),
+                                cwd=workdir, check=False))
+    assert "one.jsonl" in err and "only 1 usable example" in err and "--val" in err
+    err = user_error(run_script("prepare_sft.py", "--dataset", "tiny", "--val_fraction", "1.5", cwd=workdir,
+                                check=False))
+    assert "--val_fraction 1.5" in err
+    assert {f: os.path.getmtime(d / f) for f in before} == before

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -44,7 +45,7 @@ def test_resume_reproduces_the_uninterrupted_run(workdir):
     assert all(torch.equal(a[k], b[k]) for k in a)
     full = [json.loads(line) for line in open(workdir / "out/full/log.jsonl")]
     split = [json.loads(line) for line in open(workdir / "out/split/log.jsonl")]
-    assert [r["step"] for r in split] == [0, 5, 5, 10, 12] and full[-1]["val_loss"] == split[-1]["val_loss"]
+    assert [r["step"] for r in split] == [0, 5, 10, 12] and full[-1]["val_loss"] == split[-1]["val_loss"]
     assert (workdir / "out/full/loss.png").stat().st_size > 1000
 
 
@@ -104,7 +105,8 @@ def test_sigterm_saves_and_exits_cleanly(workdir):
 def test_two_process_torchrun_on_cpu_trains_and_ranks_agree(workdir):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     proc = subprocess.run(torchrun + [os.path.join(REPO, "train.py"), *RUN, "--out_dir=out/ddp", "--max_iters=6",
-                                      "--gradient_accumulation_steps=2", "--threads=1", "--eval_interval=3"],
+                                      "--gradient_accumulation_steps=2", "--threads=1", "--eval_interval=3",
+                                      "--sft_mix=0.5"],
                           cwd=workdir, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -113,7 +115,9 @@ def test_two_process_torchrun_on_cpu_trains_and_ranks_agree(workdir):
     assert [r["step"] for r in rows] == [0, 3, 6]  # only rank 0 logs
     state = torch.load(workdir / "out/ddp/latest/trainer_state.pt", weights_only=True)
     assert len(state["rng"]) == 2  # both ranks' sampler states are kept for resume
-    assert not torch.equal(state["rng"][0]["sampler"], state["rng"][1]["sampler"])  # ranks drew different data
+    ranks = [r["batches"] for r in state["rng"]]  # ranks drew different windows and different Q&A examples
+    assert not torch.equal(ranks[0]["generator"], ranks[1]["generator"])
+    assert ranks[0]["packer"]["waiting"] != ranks[1]["packer"]["waiting"]
 
 
 def test_compare_runs_overlays_curves(workdir):
@@ -147,3 +151,41 @@ def test_pretraining_with_qa_rows_mixed_in(workdir):
     info = json.loads((workdir / "out/mix/latest/config.json").read_text(encoding="utf-8"))
     assert info["train_config"]["sft_mix"] == 0.25 and info["step"] == 3
     assert "sft_mix=1.5" in user_error(run_script("train.py", *RUN, "--sft_mix=1.5", cwd=workdir, check=False))
+
+
+def test_schedule_scales_every_group_from_its_own_peak_after_warmup():
+    import train
+    cfg = {"warmup_iters": 10, "learning_rate": 1e-3, "min_lr": 1e-4}
+    assert train.lr_multiplier(cfg, 0, -1.0) < train.lr_multiplier(cfg, 9, -0.1) < 1.0  # warmup rises
+    assert train.lr_multiplier(cfg, 10, 0.0) == 1.0  # the cosine starts at the peak when warmup ends
+    assert train.lr_multiplier(cfg, 99, 1.0) == 0.1  # and ends at min_lr / learning_rate
+
+
+def test_muon_keeps_its_own_learning_rate(workdir):
+    run_script("train.py", *RUN, "--out_dir=out/muon_lr", "--max_iters=6", "--optimizer=muon", cwd=workdir)
+    state = torch.load(workdir / "out/muon_lr/latest/trainer_state.pt", weights_only=True)
+    adamw, muon = (opt["param_groups"][0]["lr"] for opt in state["optimizers"])
+    assert muon / adamw == pytest.approx(0.02 / 3e-3, rel=1e-6)  # one multiplier for both peaks: 3e-3 and 0.02
+    assert adamw < 3e-3  # and the cosine has brought them down
+
+
+def test_a_budget_in_epochs_follows_the_data(workdir):
+    proc = run_script("train.py", *RUN, "--out_dir=out/epochs", "--max_iters=0", "--epochs=3", cwd=workdir)
+    meta = json.loads((workdir / "data/tiny/meta.json").read_text(encoding="utf-8"))
+    steps = -(-3 * meta["splits"]["train"]["tokens"] // (8 * 128))  # batch 8 x block 128 from TINY_MODEL
+    assert f"| {steps} steps, " in proc.stderr + proc.stdout
+    assert json.loads((workdir / "out/epochs/latest/config.json").read_text(encoding="utf-8"))["step"] == steps
+    import train  # no budget at all: passes sized to the data, fewer for more of it
+    assert train.auto_epochs(10_000) == 40 and train.auto_epochs(2_000_000) < 6 < train.auto_epochs(1_000_000)
+
+
+def test_train_and_val_losses_are_measured_alike(workdir, monkeypatch):
+    """With Q&A mixed into pretraining, the logged train loss is still on corpus windows, like val."""
+    import train
+    from tokenizer import Tokenizer
+    monkeypatch.chdir(workdir)
+    cfg = {**train.DEFAULTS, "dataset": "tiny", "block_size": 64, "batch_size": 4, "sft_mix": 0.5, "eval_iters": 2}
+    tok = Tokenizer.load("data/tiny/tokenizer.json")
+    batches, evals, *_ = train.build_data(cfg, tok, "data/tiny", 0, 1)
+    assert set(batches.next()) == {"x", "y", "w", "doc"}  # training rows: half of them packed Q&A
+    assert all(set(b) == {"x", "y"} for split in ("train", "val") for b in evals[split])
