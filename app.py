@@ -11,11 +11,10 @@ from collections import OrderedDict
 import gradio as gr
 
 from checkpoint import CheckpointError, find_checkpoint
+from data_utils import COURSE_QUESTIONS
 from engine import Engine, SamplingParams
 from errors import UserError, run_main
 
-EXAMPLES = ["介绍一下《天龙八部》的主角", "讲一下射雕英雄传中有名的比武的情节", "小龙女和杨过的关系和故事",
-            "《射雕英雄传》讲了什么故事？"]
 MAX_MESSAGE_CHARS = 1000
 NO_MODEL = ("还没有可用的模型。No trained checkpoint was found under `{root}/`. Make one with:\n\n"
             "```\npython prepare.py && python prepare_sft.py\npython train.py config/pretrain.py\n"
@@ -153,14 +152,17 @@ def build_app(root="out", default=None, device="auto", concurrency=1):
     with gr.Blocks(title="MiniGLM") as demo:
         checkpoint = gr.Dropdown(choices=checkpoints, value=checkpoints[0] if checkpoints else None,
                                  label="checkpoint", allow_custom_value=True, render=False)
-        sliders = [gr.Slider(0.0, 1.5, value=0.7, step=0.05, label="temperature (0 = greedy)", render=False),
-                   gr.Slider(0, 200, value=50, step=1, label="top-k (0 = off)", render=False),
-                   gr.Slider(0.1, 1.0, value=0.9, step=0.05, label="top-p", render=False),
-                   gr.Slider(16, 512, value=256, step=16, label="max new tokens", render=False)]
+        d = SamplingParams()
+        sliders = [gr.Slider(0.0, 1.5, value=d.temperature, step=0.05, label="temperature (0 = greedy)",
+                             render=False),
+                   gr.Slider(0, 200, value=d.top_k, step=1, label="top-k (0 = off)", render=False),
+                   gr.Slider(0.1, 1.0, value=d.top_p, step=0.05, label="top-p", render=False),
+                   gr.Slider(16, 512, value=d.max_new_tokens, step=16, label="max new tokens", render=False)]
         gr.ChatInterface(backend.respond, title="MiniGLM 金庸问答", description=description,
                          additional_inputs=[checkpoint] + sliders, additional_inputs_accordion="设置 Settings",
                          # gradio wants every input's value in an example when there are additional inputs
-                         examples=[[q, checkpoint.value, 0.7, 50, 0.9, 256] for q in EXAMPLES] if checkpoints
+                         examples=[[q, checkpoint.value, d.temperature, d.top_k, d.top_p, d.max_new_tokens]
+                                   for q in COURSE_QUESTIONS] if checkpoints
                          else None, cache_examples=False, concurrency_limit=concurrency, api_name="chat")
     demo.queue(default_concurrency_limit=concurrency)
     return demo

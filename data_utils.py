@@ -24,6 +24,11 @@ class DataError(UserError):
     pass
 
 
+# the four questions of the course that MiniGLM answers in the app's examples and in out/REPORT.md
+COURSE_QUESTIONS = ["介绍一下《天龙八部》的主角", "讲一下射雕英雄传中有名的比武的情节", "小龙女和杨过的关系和故事",
+                    "《射雕英雄传》讲了什么故事？"]
+
+
 # ---- corpus text --------------------------------------------------------------------------------------------
 def detect_and_decode(raw, path="<bytes>"):
     """Bytes to (text, encoding name). BOMs first, then strict UTF-8, then GB18030 (a superset of GBK/GB2312)."""

@@ -14,7 +14,7 @@ import torch
 
 from checkpoint import load_checkpoint
 from errors import UserError
-from model import KVCache
+from model import KVCache, pick_device
 from tokenizer import ROLE_TOKENS, render_for_reply
 
 
@@ -144,13 +144,15 @@ def utf8_pieces(tok, token_ids):
             yield piece
 
 
-def add_sampling_args(ap, temperature=0.7):
+def add_sampling_args(ap, temperature=None):
     """The sampling knobs of sample.py and eval_rouge.py."""
-    ap.add_argument("--max_new_tokens", type=int, default=256)
-    ap.add_argument("--temperature", type=float, default=temperature, help="0 for greedy")
-    ap.add_argument("--top_k", type=int, default=50)
-    ap.add_argument("--top_p", type=float, default=0.9)
-    ap.add_argument("--repetition_penalty", type=float, default=1.1)
+    d = SamplingParams()
+    ap.add_argument("--max_new_tokens", type=int, default=d.max_new_tokens)
+    ap.add_argument("--temperature", type=float, default=d.temperature if temperature is None else temperature,
+                    help="0 for greedy")
+    ap.add_argument("--top_k", type=int, default=d.top_k)
+    ap.add_argument("--top_p", type=float, default=d.top_p)
+    ap.add_argument("--repetition_penalty", type=float, default=d.repetition_penalty)
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="of weights and KV cache")
@@ -177,8 +179,7 @@ class Engine:
     def from_checkpoint(cls, path, device="auto", dtype="float32"):
         """dtype: the weights' and the KV cache's type; bfloat16 halves memory and is faster on GPUs, float32
         (the default until measured otherwise) gives the answers the model was evaluated with."""
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = pick_device(device)
         model, tok, info, folder = load_checkpoint(path, device)
         engine = cls(model.to(getattr(torch, dtype)), tok, info, device)
         engine.folder = folder

@@ -129,6 +129,13 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40": 181e12
                    "3090": 71e12, "V100": 125e12, "T4": 65e12}  # dense bf16 tensor-core FLOP/s, from the data sheets
 
 
+def pick_device(name="auto"):
+    """The device to run on: a CUDA GPU, else Apple's MPS, else the CPU, unless `name` says which."""
+    if name != "auto":
+        return name
+    return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+
+
 def gpu_peak_flops():
     """The current CUDA GPU's peak bf16 FLOP/s, for model FLOPs utilisation; None when unknown."""
     name = torch.cuda.get_device_name() if torch.cuda.is_available() else ""
@@ -164,6 +171,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(c.n_head * self.head_dim, c.n_embd, bias=False)
         self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if c.qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if c.qk_norm else nn.Identity()
+        self.dropout = c.dropout
 
     def forward(self, x, cos, sin, cache=None, layer=0, mask=None):
         B, T, _ = x.shape
@@ -179,7 +187,8 @@ class Attention(nn.Module):
             from torch.nn.attention.flex_attention import flex_attention
             y = flex_attention(q, k, v, block_mask=mask, enable_gqa=gqa)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=gqa)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=gqa,
+                                               dropout_p=self.dropout if self.training else 0.0)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -233,13 +242,13 @@ class GPT(nn.Module):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
     def set_dropout(self, p):
-        """Change dropout after loading (SFT often wants another rate than pretraining). Dropout acts on the
-        embeddings and on each block's outputs; attention weights have none (FlexAttention has no dropout, and
-        every attention path must compute the same thing)."""
+        """Change dropout after loading (SFT often wants another rate than pretraining)."""
         self.config.dropout = p
         for mod in self.modules():
             if isinstance(mod, nn.Dropout):
                 mod.p = p
+            elif isinstance(mod, Attention):
+                mod.dropout = p
 
     def num_params(self):
         return sum(p.numel() for p in self.parameters())  # a tied lm_head is counted once
@@ -283,7 +292,9 @@ class GPT(nn.Module):
     flex_attention = "auto"    # auto: FlexAttention for packed batches on CUDA; "off": SDPA with a mask everywhere
 
     def use_flex(self, idx):
-        return self.flex_attention == "auto" and idx.device.type == "cuda"
+        # FlexAttention has no dropout on the attention weights: with dropout on, SDPA's masked path runs instead
+        return self.flex_attention == "auto" and idx.device.type == "cuda" and not (self.training and
+                                                                                   self.config.dropout > 0)
 
     def flops_per_token(self, seq_len):
         """Training FLOPs per token: 6 per weight plus attention's 12 * layers * width * context (PaLM's count)."""

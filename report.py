@@ -3,12 +3,11 @@ import argparse
 import os
 
 from checkpoint import find_checkpoint, read_info
-from data_utils import read_json
+from data_utils import COURSE_QUESTIONS, read_json
 from engine import Engine, SamplingParams
 from errors import run_main
+from fsutil import atomic_write
 
-COURSE_QUESTIONS = ["介绍一下《天龙八部》的主角", "讲一下射雕英雄传中有名的比武的情节", "小龙女和杨过的关系和故事",
-                    "《射雕英雄传》讲了什么故事？"]
 
 
 def fmt(value, as_percent=False):
@@ -99,10 +98,8 @@ def main():
         md += [f"**{q}**", "", f"> {a}", ""]
     md += ["Chat with the model: `python app.py`, then open http://127.0.0.1:7860", ""]
 
-    tmp = args.output + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(args.output) as f:
         f.write("\n".join(md))
-    os.replace(tmp, args.output)
     print(f"wrote {args.output}")
 
 

@@ -28,7 +28,7 @@ from configurator import ConfigError, check_train_config, hardware_profile, load
 from data_utils import (Batches, ExamplePacker, Prefetcher, SFTData, check_pretrain_data, open_tokens,
                         read_json)
 from errors import run_main
-from model import GPT, GPTConfig, gpu_peak_flops
+from model import GPT, GPTConfig, gpu_peak_flops, pick_device
 from plotting import plot_runs
 from runlog import append_row, truncate_log
 from tokenizer import Tokenizer
@@ -107,9 +107,7 @@ def setup_system(cfg):
     """Distributed state, device, autocast context and gradient scaler."""
     ddp = int(os.environ.get("RANK", -1)) != -1
     rank, local_rank, world = 0, 0, 1
-    dev = cfg["device"]
-    if dev == "auto":
-        dev = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    dev = pick_device(cfg["device"])
     if ddp:
         rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
         dist.init_process_group(backend="nccl" if dev.startswith("cuda") else "gloo")

@@ -139,7 +139,7 @@ def main():
         print(f"exported tokenizer: the same ids as MiniGLM's on {same} of {len(lines)} corpus lines "
               f"({sum(map(len, lines)):,} characters)")
     print(f"\nexport_hf.py (command line, with its check): {export_s:.1f} s")
-    print(f"\n| clients | first token, median | first token, slowest | tokens/s per client | tokens/s, all clients |")
+    print("\n| clients | first token, median | first token, slowest | tokens/s per client | tokens/s, all clients |")
     print("|---|---|---|---|---|")
     for n, (firsts, rates, totals) in runs.items():
         name = "Engine alone, no server" if n == 0 else f"{n} streaming"

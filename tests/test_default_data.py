@@ -4,7 +4,7 @@ import os
 import re
 
 from conftest import REPO
-from data_utils import load_conversations, read_text_file
+from data_utils import COURSE_QUESTIONS, load_conversations, read_text_file
 
 DATA = os.path.join(REPO, "data", "jinyong")
 END = tuple("。！？…”」）")
@@ -38,8 +38,7 @@ def test_sft_set_loads_and_covers_what_was_promised():
     replies = [t["content"] for c in convs for t in c if t["role"] == "assistant"]
     assert all(15 <= len(r) <= 220 and r.endswith(END) for r in replies)
     questions = {norm(c[0]["content"]) for c in single}
-    for q in ("介绍一下《天龙八部》的主角", "讲一下射雕英雄传中有名的比武的情节", "小龙女和杨过的关系和故事",
-              "《射雕英雄传》讲了什么故事？"):
+    for q in COURSE_QUESTIONS:
         assert norm(q) in questions
 
 
