@@ -218,6 +218,9 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    loss_chunk_rows = 2048     # rows of logits alive at once in the loss (2048 x 8192 float32 = 64 MB)
+    packed_attention = "auto"  # auto: FlexAttention for packed rows on CUDA; "sdpa": SDPA with a mask everywhere
+
     def __init__(self, config):
         super().__init__()
         self.config = c = config
@@ -288,12 +291,9 @@ class GPT(nn.Module):
                                          self.loss_chunk_rows)
         return None, total / weights.sum().clamp(min=1.0)
 
-    loss_chunk_rows = 2048     # rows of logits alive at once in the loss (2048 x 8192 float32 = 64 MB)
-    flex_attention = "auto"    # auto: FlexAttention for packed batches on CUDA; "off": SDPA with a mask everywhere
-
     def use_flex(self, idx):
         # FlexAttention has no dropout on the attention weights: with dropout on, SDPA's masked path runs instead
-        return self.flex_attention == "auto" and idx.device.type == "cuda" and not (self.training and
+        return self.packed_attention == "auto" and idx.device.type == "cuda" and not (self.training and
                                                                                    self.config.dropout > 0)
 
     def flops_per_token(self, seq_len):

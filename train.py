@@ -177,7 +177,9 @@ def build_data(cfg, tok, data_dir, rank, world):
     """The training batches, fixed evaluation batches {'train': [...], 'val': [...]} (the same every evaluation,
     so evaluations compare), characters per token of each split, and training tokens per epoch and per step."""
     B, T, seed = cfg["batch_size"], cfg["block_size"], cfg["seed"]
-    packer = lambda data, s: ExamplePacker(data, T + 1, s, rank, world, tok.eot_id, cfg["prompt_loss_weight"])  # noqa
+
+    def packer(data, packer_seed):
+        return ExamplePacker(data, T + 1, packer_seed, rank, world, tok.eot_id, cfg["prompt_loss_weight"])
     if cfg["task"] == "pretrain":
         meta = check_pretrain_data(data_dir)
         splits = {s: open_tokens(os.path.join(data_dir, f"{s}.bin")) for s in ("train", "val")}
