@@ -97,6 +97,18 @@ PAIR_KEYS = [("question", "answer"), ("Question", "Answer"), ("q", "a"), ("promp
              ("instruction", "output")]
 
 
+def split_document(text, val_fraction):
+    """The last val_fraction of a document (cut at a paragraph, else a line, boundary) is validation text."""
+    if val_fraction <= 0:
+        return text, ""
+    cut = int(len(text) * (1 - val_fraction))
+    for sep in ("\n\n", "\n"):
+        at = text.rfind(sep, 0, cut + 1)
+        if at > len(text) // 2:
+            return text[:at + len(sep)], text[at + len(sep):]
+    return text[:cut], text[cut:]
+
+
 def record_to_messages(rec, where):
     """One record of any accepted shape to a validated list of {role, content} turns."""
     if not isinstance(rec, dict):

@@ -107,10 +107,12 @@ class LinearCrossEntropy(torch.autograd.Function):
         for s in range(0, h.shape[0], chunk_rows):
             hc, tc, wc = h[s:s + chunk_rows].to(dtype), targets[s:s + chunk_rows], weights[s:s + chunk_rows]
             logits = (hc @ w.t()).float()
-            lse = torch.logsumexp(logits, dim=-1)
-            total += ((lse - logits.gather(1, tc[:, None]).squeeze(1)) * wc).sum()
+            logits -= logits.max(dim=-1, keepdim=True).values  # shifted: exp cannot overflow
+            target_logits = logits.gather(1, tc[:, None]).squeeze(1)
+            exp_sum = logits.exp_().sum(dim=-1)  # logits now hold exp(shifted logits): one exp serves loss and grad
+            total += ((exp_sum.log() - target_logits) * wc).sum()
             if needs_grad:  # d(loss)/d(logits) = w * (softmax - onehot)
-                probs = torch.exp(logits.sub_(lse[:, None]))
+                probs = logits.div_(exp_sum[:, None])
                 probs[torch.arange(len(tc), device=h.device), tc] -= 1.0
                 g = (probs * wc[:, None]).to(dtype)
                 grad_h[s:s + chunk_rows] = g @ w
@@ -134,6 +136,16 @@ def pick_device(name="auto"):
     if name != "auto":
         return name
     return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def cpu_has_native_bf16():
+    """bf16 autocast doubles training speed on CPUs with bf16 units (AVX512-BF16, AMX); elsewhere it is slower."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def gpu_peak_flops():
@@ -286,9 +298,13 @@ class GPT(nn.Module):
         if targets is None:
             return self.lm_head(x[:, -1:, :]).float(), None
         weights = torch.ones(targets.shape, device=x.device) if loss_mask is None else loss_mask.float()
-        weights, targets = weights.reshape(-1), targets.reshape(-1)
-        total = LinearCrossEntropy.apply(x.reshape(B * T, -1), self.lm_head.weight, targets, weights,
-                                         self.loss_chunk_rows)
+        h, weights, targets = x.reshape(B * T, -1), weights.reshape(-1), targets.reshape(-1)
+        if loss_mask is not None and h.device.type == "cpu":
+            # rows that weigh nothing (prompts, padding) skip the output layer; not on GPUs, where the index would
+            # wait for the device and give every batch another shape
+            keep = weights.nonzero().squeeze(1)
+            h, weights, targets = h[keep], weights[keep], targets[keep]
+        total = LinearCrossEntropy.apply(h, self.lm_head.weight, targets, weights, self.loss_chunk_rows)
         return None, total / weights.sum().clamp(min=1.0)
 
     def use_flex(self, idx):

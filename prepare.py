@@ -13,22 +13,10 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from data_utils import DataError, file_sha256, list_text_files, read_text_file, write_json
+from data_utils import DataError, file_sha256, list_text_files, read_text_file, split_document, write_json
 from errors import run_main
 from fsutil import atomic_output_dir
 from tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer
-
-
-def split_document(text, val_fraction):
-    """The last val_fraction of a document (cut at a paragraph, else a line, boundary) is validation text."""
-    if val_fraction <= 0:
-        return text, ""
-    cut = int(len(text) * (1 - val_fraction))
-    for sep in ("\n\n", "\n"):
-        at = text.rfind(sep, 0, cut + 1)
-        if at > len(text) // 2:
-            return text[:at + len(sep)], text[at + len(sep):]
-    return text[:cut], text[cut:]
 
 
 def encode_documents(tok, docs, desc):

@@ -28,7 +28,7 @@ from configurator import ConfigError, check_train_config, hardware_profile, load
 from data_utils import (Batches, ExamplePacker, Prefetcher, SFTData, check_pretrain_data, open_tokens,
                         read_json)
 from errors import run_main
-from model import GPT, GPTConfig, gpu_peak_flops, pick_device
+from model import GPT, GPTConfig, cpu_has_native_bf16, gpu_peak_flops, pick_device
 from plotting import plot_runs
 from runlog import append_row, truncate_log
 from tokenizer import Tokenizer
@@ -91,16 +91,6 @@ def auto_epochs(tokens):
     to about 5 at 2M tokens (a few million characters of novels), never below 1. A heuristic from one measured
     point; bench/gpu_check.sh records the curves to check it."""
     return float(min(40.0, max(1.0, 40.0 * (tokens / 100_000) ** -0.7)))
-
-
-def cpu_has_native_bf16():
-    """bf16 autocast doubles training speed on CPUs with bf16 units (AVX512-BF16, AMX); elsewhere it is slower."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
 def setup_system(cfg):

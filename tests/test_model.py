@@ -192,6 +192,23 @@ def test_chunked_loss_equals_plain_cross_entropy():
         assert LinearCrossEntropy.apply(h, weight, targets, w, 8).item() == pytest.approx(ref.item(), rel=2e-2)
 
 
+def test_loss_with_a_mask_skips_weightless_rows_without_changing_the_loss():
+    """On the CPU, positions of weight 0 (prompts, padding) skip the output layer: the loss is still the weighted
+    mean cross-entropy of all positions' logits."""
+    import torch.nn.functional as F
+    model = tiny()
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randint(300, (2, 16), generator=g), torch.randint(300, (2, 16), generator=g)
+    mask = (torch.rand(2, 16, generator=g) > 0.5).float()
+    hidden = {}
+    model.norm.register_forward_hook(lambda mod, inp, out: hidden.update(h=out))
+    _, loss = model(x, y, mask)
+    logits = hidden["h"] @ model.lm_head.weight.t()
+    ref = (F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
+           * mask.reshape(-1)).sum() / mask.sum()
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
+
+
 def test_flex_attention_block_mask_computes_what_the_sdpa_mask_does():
     """FlexAttention (the CUDA path for packed rows) against SDPA with the boolean mask; on the CPU FlexAttention
     runs forward only, which is enough to compare them."""

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import corpus_text, run_script, user_error
 from data_utils import DataError, read_text_file
-from prepare import split_document
+from data_utils import split_document
 from tokenizer import Tokenizer, TokenizerError
 
 MIXED = "郭靖说：“𠀀龘𪚥，ＡＢＣ１２３！”Hello, world 42. 😀🐉 黄蓉笑道……「好」\n第二行\t制表符"

@@ -1,0 +1,26 @@
+"""The benchmark scripts that compute figures themselves (not just timings): the character-level baseline."""
+import json
+import math
+
+from conftest import run_script
+
+
+def test_char_baseline_learns_and_plots_beside_a_training_log(tmp_path):
+    text = "郭靖和黄蓉在桃花岛上练武。洪七公教他降龙十八掌。\n\n" * 40 + "杨过与小龙女住在古墓里。\n\n" * 40
+    (tmp_path / "novel.txt").write_text(text, encoding="utf-8")
+    run_script("bench/char_baseline.py", "novel.txt", "--minutes", "0.1", "--layers", "1", "--width", "32",
+               "--heads", "2", "--block", "32", "--batch", "4", "--eval_every", "2", "--eval_batches", "2",
+               "--output", "char", cwd=tmp_path)
+    saved = json.loads((tmp_path / "char" / "curve.json").read_text(encoding="utf-8"))
+    curve = saved["curve"]
+    assert len(curve) >= 2 and curve[-1]["step"] > curve[0]["step"] == 0
+    assert abs(curve[0]["val_bpc"] - math.log2(saved["vocab"])) < 1.5  # untrained: about uniform over the characters
+    assert curve[-1]["val_bpc"] < curve[0]["val_bpc"] - 1.0
+    log = tmp_path / "run" / "log.jsonl"
+    log.parent.mkdir()
+    log.write_text("".join(json.dumps({"step": s, "time": s * 3.0, "val_bpc": 9.0 - s}) + "\n" for s in range(4)),
+                   encoding="utf-8")
+    proc = run_script("bench/char_baseline.py", "--replot", "--output", "char", "--compare", f"mine={log}",
+                      cwd=tmp_path)
+    assert "MiniGLM: mine after 5 min: 6.000" in proc.stdout
+    assert (tmp_path / "char" / "bpc.png").stat().st_size > 1000
