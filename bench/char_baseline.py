@@ -90,6 +90,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("inputs", nargs="*", help=".txt files or folders, as given to prepare.py --input")
     ap.add_argument("--minutes", type=float, default=10.0, help="training time (evaluations not counted)")
+    ap.add_argument("--max_steps", type=int, default=0, help="stop after this many steps too (0: no limit)")
     ap.add_argument("--val_fraction", type=float, default=0.05)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--width", type=int, default=256)
@@ -134,11 +135,12 @@ def main():
     curve, seconds, step, next_eval = [], 0.0, 0, 0.0
     bar = tqdm(total=round(budget), unit="s", desc="char baseline")
     while True:
-        if seconds >= next_eval or seconds >= budget:
+        done = seconds >= budget or step == args.max_steps
+        if seconds >= next_eval or done:
             curve.append({"step": step, "time": round(seconds, 1), "val_bpc": round(val_bpc(), 4)})
             bar.set_postfix(bpc=curve[-1]["val_bpc"])
             next_eval += args.eval_every
-            if seconds >= budget:
+            if done:
                 break
         t0 = time.perf_counter()
         lr = args.lr * (min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * seconds / budget))))
