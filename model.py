@@ -9,7 +9,8 @@ Packed batches: several short documents (SFT examples) can share one row. doc_id
 token belongs to; attention then stays inside each document (causal within it) and rotary positions restart at
 each document's first token, so a packed row computes exactly what its documents would compute one at a time.
 FlexAttention's block mask does this on CUDA (it skips the masked blocks); elsewhere SDPA with a boolean mask.
-The loss never builds a float32 copy of all logits: it runs the output layer and cross-entropy chunk by chunk.
+The loss never builds a float32 copy of all logits: it runs the output layer and cross-entropy chunk by chunk
+(on the CPU only over the positions the loss weighs).
 """
 import math
 from dataclasses import asdict, dataclass, fields
