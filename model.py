@@ -11,6 +11,8 @@ each document's first token, so a packed row computes exactly what its documents
 FlexAttention's block mask does this on CUDA (it skips the masked blocks); elsewhere SDPA with a boolean mask.
 The loss never builds a float32 copy of all logits: it runs the output layer and cross-entropy chunk by chunk
 (on the CPU only over the positions the loss weighs).
+On the CPU, dropout draws its masks with torch.rand (aten's bernoulli_ is twice as slow there), and attention
+with dropout on its weights is written out in float32, as SDPA's unfused path would compute it.
 """
 import math
 from dataclasses import asdict, dataclass, fields
@@ -155,6 +157,33 @@ def gpu_peak_flops():
     return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
 
 
+def dropout(x, p, training):
+    """F.dropout, except that on the CPU the mask comes from torch.rand: aten's CPU bernoulli_, which F.dropout
+    draws with, takes about twice as long per number, and the attention weights' dropout draws millions a step."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":
+        return F.dropout(x, p, True)
+    return x * (torch.rand(x.shape) >= p).to(x.dtype) * (1.0 / (1.0 - p))
+
+
+class Dropout(nn.Dropout):
+    def forward(self, x):
+        return dropout(x, self.p, self.training)
+
+
+def attention_with_dropout(q, k, v, mask, p):
+    """softmax(q k^T / sqrt(d) + mask) with dropout, @ v, in float32 as SDPA's CPU kernels compute it (in bf16 the
+    weights lose ten times more precision). Written out for the CPU: SDPA runs its unfused path anyway when the
+    weights have dropout, and its mask of random numbers is the slower part (see dropout)."""
+    if k.shape[1] != q.shape[1]:  # grouped-query attention: each k/v head serves a group of q heads
+        k, v = (t.repeat_interleave(q.shape[1] // k.shape[1], dim=1) for t in (k, v))
+    with torch.autocast(q.device.type, enabled=False):
+        scores = (q.float() @ k.float().transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
+        weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+        return (dropout(weights, p, True) @ v.float()).to(v.dtype)
+
+
 class KVCache:
     """Keys and values of every layer for up to max_len positions, and which key positions are real (left padding
     of batched prompts is not). pos is how many positions are filled."""
@@ -199,6 +228,10 @@ class Attention(nn.Module):
         if mask is not None and not isinstance(mask, torch.Tensor):  # a FlexAttention BlockMask
             from torch.nn.attention.flex_attention import flex_attention
             y = flex_attention(q, k, v, block_mask=mask, enable_gqa=gqa)
+        elif self.training and self.dropout > 0 and x.device.type == "cpu":
+            if mask is None:
+                mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            y = attention_with_dropout(q, k, v, mask, self.dropout)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=gqa,
                                                dropout_p=self.dropout if self.training else 0.0)
@@ -223,7 +256,7 @@ class Block(nn.Module):
         self.attn = Attention(c)
         self.post_attn_norm = nn.RMSNorm(c.n_embd, eps=1e-6)
         self.mlp = MLP(c)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
 
     def forward(self, x, cos, sin, cache=None, layer=0, mask=None):
         x = x + self.drop(self.attn(self.input_norm(x), cos, sin, cache, layer, mask))
@@ -238,7 +271,7 @@ class GPT(nn.Module):
         super().__init__()
         self.config = c = config
         self.embed = nn.Embedding(c.vocab_size, c.n_embd)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
         self.norm = nn.RMSNorm(c.n_embd, eps=1e-6)
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)

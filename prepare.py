@@ -1,7 +1,9 @@
-"""Corpus to tokens: python prepare.py [--dataset NAME] [--input PATH ...] [--vocab_size N] [--tokenizer bpe|gpt2|PATH]
+"""Corpus to tokens: python prepare.py [--dataset NAME] [--input PATH ...] [--vocab_size N] [--tokenizer KIND]
 
 Reads .txt files in any common encoding, splits each document into a training head and a validation tail (or,
-with --val_input or a data/NAME/val/ folder, trains on all of it and validates on that other text), trains a byte-level BPE on the training text (or reuses a tokenizer), and writes data/NAME/train.bin, val.bin
+with --val_input or a data/NAME/val/ folder, trains on all of it and validates on that other text), trains a
+byte-level BPE on the training text (--tokenizer chars: one that keeps Chinese to one token per character) or
+reuses a tokenizer, and writes data/NAME/train.bin, val.bin
 (uint16 ids, each document preceded by <|endoftext|>), tokenizer.json and meta.json. The files are fsynced and
 swapped in with meta.json last (it records the token counts and the tokenizer's sha256), so that train.py can tell
 an interrupted prepare.py from a finished one.
@@ -39,8 +41,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="jinyong", help="name of the folder under data/ (default jinyong)")
     ap.add_argument("--input", nargs="+", help=".txt files or folders (default data/NAME/corpus/)")
-    ap.add_argument("--tokenizer", default="bpe", help="bpe (train one), gpt2 (tiktoken's), or a tokenizer.json path")
-    ap.add_argument("--vocab_size", type=int, default=DEFAULT_VOCAB_SIZE, help="for --tokenizer bpe (max 65536)")
+    ap.add_argument("--tokenizer", default="bpe",
+                    help="bpe (train one), chars (train one that keeps Chinese to one token per character), gpt2 "
+                         "(tiktoken's), or a tokenizer.json path")
+    ap.add_argument("--vocab_size", type=int, default=DEFAULT_VOCAB_SIZE, help="for --tokenizer bpe or chars (max 65536)")
     ap.add_argument("--val_fraction", type=float, default=0.05, help="tail of each document kept for validation")
     ap.add_argument("--val_input", nargs="+", default=["auto"],
                     help="validation text from these files or folders instead of each document's tail, so that "
@@ -80,10 +84,10 @@ def main():
         raise DataError("the validation split is empty: the corpus is too small for --val_fraction")
 
     t1 = time.time()
-    if args.tokenizer == "bpe":
+    if args.tokenizer in ("bpe", "chars"):
         lines = (line for doc in train_docs for line in doc.split("\n") if line)
         print(f"training a {args.vocab_size}-token byte-level BPE on {sum(map(len, train_docs)):,} characters ...")
-        tok = Tokenizer.train(lines, args.vocab_size)
+        tok = Tokenizer.train(lines, args.vocab_size, per_character=args.tokenizer == "chars")
     elif args.tokenizer == "gpt2":
         tok = Tokenizer.gpt2()
     else:

@@ -24,3 +24,14 @@ def test_char_baseline_learns_and_plots_beside_a_training_log(tmp_path):
                       cwd=tmp_path)
     assert "MiniGLM: mine after 5 min: 6.000" in proc.stdout
     assert (tmp_path / "char" / "bpc.png").stat().st_size > 1000
+
+
+def test_char_baseline_without_a_step_budget_trains_for_its_minutes(tmp_path):
+    """And with MiniGLM's own model (--arch miniglm) instead of nanoGPT's."""
+    (tmp_path / "novel.txt").write_text("郭靖和黄蓉在桃花岛上练武。\n\n" * 60, encoding="utf-8")
+    run_script("bench/char_baseline.py", "novel.txt", "--arch", "miniglm", "--minutes", "0.02", "--layers", "1",
+               "--width", "32", "--heads", "2", "--block", "16", "--batch", "2", "--lr", "1e-2", "--eval_batches", "1",
+               "--output", "char", cwd=tmp_path)
+    curve = json.loads((tmp_path / "char" / "curve.json").read_text(encoding="utf-8"))["curve"]
+    assert curve[-1]["step"] > 0 and curve[-1]["time"] >= 1.2  # 0.02 minutes of training steps, not none
+    assert curve[-1]["val_bpc"] < curve[0]["val_bpc"]

@@ -220,3 +220,51 @@ def test_flex_attention_block_mask_computes_what_the_sdpa_mask_does():
         model.use_flex = lambda idx: True
         _, flex = model(x, x, doc_ids=doc)
     assert flex.item() == pytest.approx(sdpa.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("n_kv_head", [4, 2])
+def test_written_out_attention_computes_what_sdpa_does(n_kv_head):
+    """The CPU's attention with dropout, at dropout 0, against SDPA with the same packed-row mask (and GQA)."""
+    import torch.nn.functional as F
+    from model import attention_with_dropout, document_causal_mask
+    g = torch.Generator().manual_seed(4)
+    q = torch.randn(2, 4, 24, 8, generator=g)
+    k, v = torch.randn(2, n_kv_head, 24, 8, generator=g), torch.randn(2, n_kv_head, 24, 8, generator=g)
+    mask = document_causal_mask(torch.tensor([[0] * 10 + [1] * 14, [0] * 24]))
+    ours = attention_with_dropout(q, k, v, mask, 0.0)
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=n_kv_head != 4)
+    assert torch.allclose(ours, ref, atol=1e-5)
+
+
+def test_cpu_dropout_drops_the_asked_share_and_keeps_the_mean():
+    from model import dropout
+    x = torch.ones(200, 1000)
+    torch.manual_seed(0)
+    y = dropout(x, 0.1, True)
+    assert (y == 0).float().mean().item() == pytest.approx(0.1, abs=0.005)
+    assert y.mean().item() == pytest.approx(1.0, abs=0.01)  # kept values are scaled by 1 / (1 - p)
+    assert dropout(x, 0.1, False) is x and dropout(x, 0.0, True) is x
+    torch.manual_seed(0)
+    assert torch.equal(dropout(x, 0.1, True), y)  # reproducible from the seed
+
+
+def test_training_with_dropout_on_packed_rows_learns_on_the_cpu():
+    """Dropout on the attention weights and the residual stream, on packed rows: the written-out CPU path trains
+    (finite loss, gradients everywhere, the loss falls) and is random in training only."""
+    model = tiny(dropout=0.2)
+    x = torch.randint(300, (2, 32), generator=torch.Generator().manual_seed(6))
+    doc = torch.tensor([[0] * 12 + [1] * 20, [0] * 32])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        _, loss = model(x[:, :-1], x[:, 1:], doc_ids=doc[:, :-1])
+        opt.zero_grad()
+        loss.backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0]
+    model.eval()
+    with torch.no_grad():
+        a, b = (model(x[:, :-1], x[:, 1:], doc_ids=doc[:, :-1])[1].item() for _ in range(2))
+    assert a == b

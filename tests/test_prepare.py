@@ -41,6 +41,24 @@ def test_trained_bpe_compresses_chinese_and_survives_json(tok, tmp_path):
     assert again.special == tok.special
 
 
+def test_per_character_tokenizer_never_joins_two_chinese_characters(tmp_path):
+    """--tokenizer chars: merges build characters from bytes (and English words), never a token of two Chinese
+    characters; everything still round-trips, and the pattern travels in tokenizer.json."""
+    tok = Tokenizer.train(corpus_text().split("\n") + ["Hello world, 123 tokens."] * 20, 700, per_character=True)
+    text = corpus_text(1)
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text
+    pieces = [tok.decode([i]) for i in ids]
+    assert not any(sum("\u4e00" <= c <= "\u9fff" for c in p) > 1 for p in pieces)
+    assert sum(len(p) == 1 and "\u4e00" <= p <= "\u9fff" for p in pieces) > 0.5 * len(pieces)  # whole characters
+    assert len(tok.encode("Hello world")) == 2  # other scripts still merge into words
+    for sample in (MIXED, "龘" * 7):
+        assert tok.decode(tok.encode(sample)) == sample
+    tok.save(tmp_path / "tok.json")
+    again = Tokenizer.load(tmp_path / "tok.json")
+    assert again.encode(text) == ids and again.name.startswith("chars")
+
+
 def test_vocab_size_limits():
     with pytest.raises(TokenizerError, match="uint16"):
         Tokenizer.train(["abc"], 70000)

@@ -36,6 +36,19 @@ def test_config_file_spellings_and_errors(workdir):
     assert info["train_config"]["n_layer"] == 2 and info["step"] == 2
 
 
+def test_novels_config_pretrains_on_per_character_tokens_without_qa(workdir):
+    """The recipe for a user's own novels: prepare.py --tokenizer chars, then config/novels.py (no Q&A mixed in,
+    so the dataset needs no SFT files)."""
+    run_script("prepare.py", "--dataset", "mybooks", "--input", "data/tiny/corpus", "--tokenizer", "chars",
+               "--vocab_size", "600", "--val_fraction", "0.2", cwd=workdir)
+    meta = json.loads((workdir / "data/mybooks/meta.json").read_text(encoding="utf-8"))
+    assert meta["tokenizer"]["name"].startswith("chars") and meta["splits"]["train"]["chars_per_token"] < 1.1
+    run_script("train.py", "config/novels.py", "--profile=tiny", "--dataset=mybooks", "--max_iters=2", cwd=workdir)
+    info = json.loads((workdir / "out/novels/latest/config.json").read_text(encoding="utf-8"))
+    assert info["train_config"]["sft_mix"] == 0.0 and info["train_config"]["dataset"] == "mybooks"
+    assert info["step"] == 2
+
+
 def test_resume_reproduces_the_uninterrupted_run(workdir):
     run_script("train.py", *RUN, "--out_dir=out/full", "--max_iters=12", cwd=workdir)
     run_script("train.py", *RUN, "--out_dir=out/split", "--max_iters=5", cwd=workdir)
