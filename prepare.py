@@ -44,7 +44,8 @@ def main():
     ap.add_argument("--tokenizer", default="bpe",
                     help="bpe (train one), chars (train one that keeps Chinese to one token per character), gpt2 "
                          "(tiktoken's), or a tokenizer.json path")
-    ap.add_argument("--vocab_size", type=int, default=DEFAULT_VOCAB_SIZE, help="for --tokenizer bpe or chars (max 65536)")
+    ap.add_argument("--vocab_size", type=int, default=DEFAULT_VOCAB_SIZE,
+                    help="for --tokenizer bpe or chars (max 65536)")
     ap.add_argument("--val_fraction", type=float, default=0.05, help="tail of each document kept for validation")
     ap.add_argument("--val_input", nargs="+", default=["auto"],
                     help="validation text from these files or folders instead of each document's tail, so that "
