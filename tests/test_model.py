@@ -248,6 +248,20 @@ def test_cpu_dropout_drops_the_asked_share_and_keeps_the_mean():
     assert torch.equal(dropout(x, 0.1, True), y)  # reproducible from the seed
 
 
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_cpu_keep_mask_is_even_over_the_random_words_lanes(p):
+    """keep_mask cuts each random int64 into four 16-bit numbers; the one holding the top bit has its own range,
+    so a wrong threshold would show as a lane that keeps more or fewer than the others. An odd size ends mid-word."""
+    from model import keep_mask
+    torch.manual_seed(1)
+    keep = keep_mask((401, 1001), p)
+    assert keep.shape == (401, 1001) and keep.dtype == torch.bool
+    flat = keep.view(-1)[:401 * 1000].view(-1, 4).float()
+    for lane_share in flat.mean(0).tolist():
+        assert lane_share == pytest.approx(1 - p, abs=0.005)
+    assert not torch.equal(keep[0], keep[1])
+
+
 def test_training_with_dropout_on_packed_rows_learns_on_the_cpu():
     """Dropout on the attention weights and the residual stream, on packed rows: the written-out CPU path trains
     (finite loss, gradients everywhere, the loss falls) and is random in training only."""
