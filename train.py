@@ -51,6 +51,7 @@ batch_size = 16              # rows of block_size tokens per micro-step on each 
 gradient_accumulation_steps = 1   # micro-steps per optimizer step, over all processes together
 prompt_loss_weight = 0.0     # SFT: weight of the loss on the rest of each example (questions), replies weigh 1
 sft_mix = 0.0                # pretraining: this share of each batch's rows are packed SFT examples (loss on replies)
+text_mix = 0.0               # SFT: this share of each batch's rows are corpus windows (train.bin), every token weighed
 max_iters = 2000             # optimizer steps; 0 means: as many as `epochs` takes
 epochs = 0.0                 # passes over the training data (corpus or SFT tokens) when max_iters is 0; 0: auto_epochs
 max_seconds = 0.0            # cap on training seconds (evaluation not counted); the LR schedule fits the first to end
@@ -190,11 +191,18 @@ def build_data(cfg, tok, data_dir, rank, world):
         meta = read_json(os.path.join(data_dir, "sft_meta.json"))
         data = {s: SFTData(data_dir, s) for s in ("train", "val")}
         cpt = {s: meta["splits"][s]["reply_chars"] / max(1, meta["splits"][s]["loss_tokens"]) for s in data}
-        train = Batches(T, seed, packer=packer(data["train"], seed), packed_rows=B)
+        # corpus windows replayed among the examples keep what pretraining read, which SFT alone overwrites
+        text_rows = round(B * cfg["text_mix"])
+        if text_rows >= B:
+            raise ConfigError(f"text_mix={cfg['text_mix']} leaves no row of the batch of {B} for the examples")
+        corpus = open_tokens(os.path.join(data_dir, "train.bin")) if text_rows else None
+        if text_rows:
+            check_pretrain_data(data_dir)
+        train = Batches(T, seed, corpus, text_rows, packer(data["train"], seed), B - text_rows)
         evals = {s: Batches(T, 12345, packer=packer(data[s], 12345), packed_rows=B) for s in data}
         # one pass over a small split is enough; more would only repeat examples
         eval_counts = {s: min(cfg["eval_iters"], math.ceil(int(data[s].lengths.sum()) / (B * (T + 1)))) for s in data}
-        per_epoch, per_step = int(data["train"].lengths.sum()), B * (T + 1)
+        per_epoch, per_step = int(data["train"].lengths.sum()), (B - text_rows) * (T + 1)
     eval_batches = {s: [evals[s].next() for _ in range(eval_counts[s])] for s in evals}
     return train, eval_batches, cpt, per_epoch, per_step * cfg["gradient_accumulation_steps"]
 
@@ -338,7 +346,7 @@ def main():
             for opt in optimizers:
                 for group in opt.param_groups:
                     group["lr"] = group["peak_lr"] * mult
-    
+
             if step % cfg["eval_interval"] == 0 or done:
                 losses = evaluate(raw_model, eval_batches, ctx, system["device"])
                 span = train_seconds - seconds_at_eval
@@ -372,7 +380,7 @@ def main():
                 t_step = time.perf_counter()  # evaluation and saving are not training time
             if done:
                 break
-    
+
             for micro in range(grad_accum):
                 if system["ddp"]:  # synchronise gradients only on the last micro-step
                     model.require_backward_grad_sync = micro == grad_accum - 1

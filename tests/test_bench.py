@@ -1,5 +1,5 @@
-"""The benchmark scripts that compute figures themselves (not just timings): the character-level baseline; and that
-the training-throughput benchmark runs the SFT-shaped step it documents."""
+"""The benchmark scripts that compute figures themselves (not just timings): the character-level baseline and the
+corpus loss; and that the training-throughput benchmark runs the SFT-shaped step it documents."""
 import json
 import math
 
@@ -45,3 +45,12 @@ def test_bench_train_times_a_packed_step_with_dropout(tmp_path):
     assert "packed True, dropout 0.1" in proc.stdout
     row = proc.stdout.strip().splitlines()[-1].split()
     assert row[:3] == ["1", "x", "32"] and float(row[-3].replace(",", "")) > 0  # tokens/s
+
+
+def test_corpus_loss_is_lower_for_the_model_that_read_the_corpus(trained):
+    """bench/corpus_loss.py: the pretrained tiny model models its corpus better than a uniform guess does."""
+    proc = run_script("bench/corpus_loss.py", "out/pre/latest", "--dataset", "tiny", "--windows", "4",
+                      "--length", "64", cwd=trained)
+    row = proc.stdout.strip().splitlines()[-1].split()
+    train_loss, uniform = float(row[1]), float(row[-1].rstrip(")"))
+    assert row[0] == "out/pre/latest" and 0 < train_loss < uniform - 1.0

@@ -202,3 +202,28 @@ def test_train_and_val_losses_are_measured_alike(workdir, monkeypatch):
     batches, evals, *_ = train.build_data(cfg, tok, "data/tiny", 0, 1)
     assert set(batches.next()) == {"x", "y", "w", "doc"}  # training rows: half of them packed Q&A
     assert all(set(b) == {"x", "y"} for split in ("train", "val") for b in evals[split])
+
+
+def test_sft_replays_corpus_windows_beside_the_examples(workdir, monkeypatch):
+    """text_mix: that share of each SFT batch's rows are corpus windows, every token weighed and plain causal; the
+    rest are packed examples, and the epochs count examples only."""
+    import numpy as np
+    import train
+    from data_utils import open_tokens
+    from configurator import ConfigError
+    from tokenizer import Tokenizer
+    monkeypatch.chdir(workdir)
+    tok = Tokenizer.load("data/tiny/tokenizer.json")
+    cfg = {**train.DEFAULTS, "task": "sft", "dataset": "tiny", "block_size": 64, "batch_size": 4, "text_mix": 0.25,
+           "eval_iters": 2}
+    batches, evals, _, per_epoch, per_step = train.build_data(cfg, tok, "data/tiny", 0, 1)
+    b = batches.next()
+    corpus = open_tokens("data/tiny/train.bin").astype(np.int64)
+    window = b["x"][0].numpy()
+    assert any(np.array_equal(corpus[i:i + 64], window) for i in range(len(corpus) - 64))  # row 0: the corpus
+    assert bool((b["w"][0] == 1).all()) and bool((b["doc"][0] == 0).all())
+    assert bool((b["w"][1:] == 0).any()) and int(b["doc"][1:].max()) > 0  # rows 1-3: examples, prompts weigh 0
+    assert per_step == 3 * 65
+    assert all(bool((e["w"] == 0).any()) for e in evals["val"])  # evaluation stays on the examples
+    with pytest.raises(ConfigError, match="text_mix=1.0 leaves no row"):
+        train.build_data({**cfg, "text_mix": 1.0}, tok, "data/tiny", 0, 1)
