@@ -11,8 +11,8 @@ each document's first token, so a packed row computes exactly what its documents
 FlexAttention's block mask does this on CUDA (it skips the masked blocks); elsewhere SDPA with a boolean mask.
 The loss never builds a float32 copy of all logits: it runs the output layer and cross-entropy chunk by chunk
 (on the CPU only over the positions the loss weighs).
-On the CPU, dropout draws its masks with torch.rand (aten's bernoulli_ is twice as slow there), and attention
-with dropout on its weights is written out in float32, as SDPA's unfused path would compute it.
+On the CPU, dropout draws its masks four to a random int64 (keep_mask; aten's bernoulli_ is five times as slow
+there), and attention with dropout on its weights is written out in float32, as SDPA's unfused path computes it.
 """
 import math
 import sys

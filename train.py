@@ -195,9 +195,10 @@ def build_data(cfg, tok, data_dir, rank, world):
         text_rows = round(B * cfg["text_mix"])
         if text_rows >= B:
             raise ConfigError(f"text_mix={cfg['text_mix']} leaves no row of the batch of {B} for the examples")
-        corpus = open_tokens(os.path.join(data_dir, "train.bin")) if text_rows else None
+        corpus = None
         if text_rows:
             check_pretrain_data(data_dir)
+            corpus = open_tokens(os.path.join(data_dir, "train.bin"))
         train = Batches(T, seed, corpus, text_rows, packer(data["train"], seed), B - text_rows)
         evals = {s: Batches(T, 12345, packer=packer(data[s], 12345), packed_rows=B) for s in data}
         # one pass over a small split is enough; more would only repeat examples

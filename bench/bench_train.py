@@ -7,7 +7,8 @@
 
 Random token ids (speed does not depend on the text); characters per second = tokens per second times the
 characters per token your tokenizer gives (prepare.py prints it; meta.json has it). --packed adds document ids
-(rows of 8 documents), as SFT batches have, and --dropout the training dropout (SFT's is 0.1). On CUDA it also prints the model FLOPs utilisation (MFU).
+(rows of 8 documents), as SFT batches have, and --dropout the training dropout (SFT's is 0.1). On CUDA it also
+prints the model FLOPs utilisation (MFU).
 """
 import argparse
 import os

@@ -15,19 +15,16 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from checkpoint import load_checkpoint  # noqa: E402
-from data_utils import open_tokens  # noqa: E402
+from data_utils import Batches, open_tokens  # noqa: E402
 from errors import run_main  # noqa: E402
 
 
-def windows(tokens, count, length, seed):
-    starts = torch.randint(len(tokens) - length - 1, (count,), generator=torch.Generator().manual_seed(seed))
-    rows = torch.from_numpy(np.stack([tokens[s:s + length + 1].astype(np.int64) for s in starts.tolist()]))
-    return rows[:, :-1], rows[:, 1:]
-
-
 @torch.no_grad()
-def mean_loss(model, x, y, batch=8):
-    return float(np.mean([model(x[i:i + batch], y[i:i + batch])[1].item() for i in range(0, len(x), batch)]))
+def mean_loss(model, tokens, count, length, batch=8):
+    """Over `count` windows of `length` tokens drawn as pretraining draws them, from a fixed seed."""
+    windows = Batches(length, 0, tokens, count).next()
+    x, y = windows["x"], windows["y"]
+    return float(np.mean([model(x[i:i + batch], y[i:i + batch])[1].item() for i in range(0, count, batch)]))
 
 
 def main():
@@ -42,7 +39,7 @@ def main():
     for path in args.checkpoints:
         model, tok, _, _ = load_checkpoint(path, "cpu")
         length = min(args.length, model.config.block_size)
-        losses = {s: mean_loss(model, *windows(t, args.windows, length, seed=0)) for s, t in data.items()}
+        losses = {s: mean_loss(model, t, args.windows, length) for s, t in data.items()}
         print(f"{path:<40} {losses['train']:>7.3f} {losses['val']:>7.3f}  (uniform {math.log(tok.vocab_size):.2f})")
 
 
