@@ -1,7 +1,8 @@
 """Corpus to tokens: python prepare.py [--dataset NAME] [--input PATH ...] [--vocab_size N] [--tokenizer KIND]
 
-Reads .txt files in any common encoding, splits each document into a training head and a validation tail (or,
-with --val_input or a data/NAME/val/ folder, trains on all of it and validates on that other text), trains a
+Reads .txt files in any common encoding (by default data/NAME/corpus/ and, where it exists, the re-tellings in
+data/NAME/rewrites/), splits each document into a training head and a validation tail (or, with --val_input or a
+data/NAME/val/ folder, trains on all of it and validates on that other text), trains a
 byte-level BPE on the training text (--tokenizer chars: one that keeps Chinese to one token per character) or
 reuses a tokenizer, and writes data/NAME/train.bin, val.bin
 (uint16 ids, each document preceded by <|endoftext|>), tokenizer.json and meta.json. The files are fsynced and
@@ -40,7 +41,8 @@ def encode_documents(tok, docs, desc):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="jinyong", help="name of the folder under data/ (default jinyong)")
-    ap.add_argument("--input", nargs="+", help=".txt files or folders (default data/NAME/corpus/)")
+    ap.add_argument("--input", nargs="+",
+                    help=".txt files or folders (default data/NAME/corpus/, plus data/NAME/rewrites/ if it exists)")
     ap.add_argument("--tokenizer", default="bpe",
                     help="bpe (train one), chars (train one that keeps Chinese to one token per character), gpt2 "
                          "(tiktoken's), or a tokenizer.json path")
@@ -57,6 +59,9 @@ def main():
         raise DataError(f"--val_fraction {args.val_fraction}: expected a number between 0 and 0.5")
     out_dir = os.path.join(args.data_root, args.dataset)
     inputs = args.input or [os.path.join(out_dir, "corpus")]
+    if not args.input and os.path.isdir(os.path.join(out_dir, "rewrites")):
+        # the default data re-tells every section once: two wordings of a fact make it easier to recall
+        inputs.append(os.path.join(out_dir, "rewrites"))
     val_inputs = args.val_input
     if val_inputs == ["auto"]:
         # the default data keeps a re-telling of some of its sections for validation: every fact is trained on

@@ -81,8 +81,9 @@ def test_out_of_domain_questions_are_refused_in_the_sft_style():
 
 
 def all_texts():
-    """(source, sentence) of every corpus sentence and every SFT/test answer sentence."""
-    texts = [(f, read_text_file(f)[0]) for f in sorted(glob.glob(os.path.join(DATA, "corpus", "kb_*.txt")))]
+    """(source, sentence) of every corpus and re-telling sentence and every SFT/test answer sentence."""
+    files = [f for d in ("corpus", "rewrites", "val") for f in sorted(glob.glob(os.path.join(DATA, d, "kb_*.txt")))]
+    texts = [(f, read_text_file(f)[0]) for f in files]
     for name in ("sft.jsonl", "test.jsonl"):
         convs, _, _ = load_conversations(os.path.join(DATA, name))
         texts += [(name, t["content"]) for c in convs for t in c if t["role"] == "assistant"]
@@ -111,8 +112,8 @@ def test_checked_facts_stay_fixed():
         assert not re.search(r"霍都[^。；]{0,12}(靠暗器取胜|先胜)|朱子柳[^。；]{0,30}落败|胜霍都", s), (src, s)
         # 杨康 clawed at 黄蓉's shoulder (九阴白骨爪) and pierced his fingers on the 软猬甲; no palm strike
         assert not ("杨康" in s + src and "软猬甲" in s and re.search("一掌打在|出掌打", s)), (src, s)
-        # 绝情丹: the pill 杨过 gave away went to 小龙女; the one thrown into the ravine was the last half
-        if "绝情丹" in s and "让给" in s:
-            assert "小龙女" in s, (src, s)
+        # 绝情丹: 杨过 kept his half pill for 小龙女 and threw it into the ravine; neither of them ever took one
+        if "绝情丹" in s:
+            assert not re.search("让给|服下其中|被杨过服下|服过裘千尺|小龙女服|给小龙女吃|吃下了?半枚", s), (src, s)
         if "绝情丹" in s + "丹药" and re.search("抛|扔|掷", s) and "杨过" in s:
             assert "半枚" in s or "半枚" in src, (src, s)

@@ -198,3 +198,19 @@ def test_validation_text_of_its_own_leaves_every_document_whole_for_training(tmp
     run_script("prepare.py", "--dataset", "v", "--vocab_size", "600", "--val_input", "tail", cwd=tmp_path)
     meta = json.loads((tmp_path / "data" / "v" / "meta.json").read_text(encoding="utf-8"))
     assert meta["splits"]["train"]["chars"] < len(corpus_text())  # the tail is held out again
+
+
+def test_a_datasets_retellings_are_trained_on_by_default(tmp_path):
+    root = tmp_path / "data" / "r"
+    for d in ("corpus", "rewrites", "val"):
+        (root / d).mkdir(parents=True)
+    (root / "corpus" / "a.txt").write_text(corpus_text(), encoding="utf-8")
+    retold = "【郭靖】\n江南七怪是郭靖最早的师父，降龙十八掌则是洪七公后来教给他的。\n" * 10
+    (root / "rewrites" / "a_rw1.txt").write_text(retold, encoding="utf-8")
+    (root / "val" / "v.txt").write_text("【黄蓉】\n黄蓉的父亲是桃花岛主黄药师。\n" * 10, encoding="utf-8")
+    run_script("prepare.py", "--dataset", "r", "--vocab_size", "600", cwd=tmp_path)  # rewrites/ found by itself
+    meta = json.loads((root / "meta.json").read_text(encoding="utf-8"))
+    assert meta["splits"]["train"]["chars"] == len(corpus_text().strip()) + 1 + len(retold.strip()) + 1
+    run_script("prepare.py", "--dataset", "r", "--vocab_size", "600", "--input", "data/r/corpus", cwd=tmp_path)
+    meta = json.loads((root / "meta.json").read_text(encoding="utf-8"))
+    assert meta["splits"]["train"]["chars"] == len(corpus_text().strip()) + 1  # --input names exactly what is read
