@@ -66,7 +66,7 @@ stage() {
   printf '%s\t%s\n' "$name" "$((SECONDS - t0))" >> "$TIMES.tmp" && mv "$TIMES.tmp" "$TIMES"
 }
 
-stage prepare     "$DATA/meta.json"            "$DATA/corpus $DATA/val prepare.py" \
+stage prepare     "$DATA/meta.json"            "$DATA/corpus $DATA/rewrites $DATA/val prepare.py" \
       $PYTHON prepare.py --dataset jinyong
 stage prepare_sft "$DATA/sft_meta.json"        "$DATA/sft.jsonl $DATA/meta.json" \
       $PYTHON prepare_sft.py --dataset jinyong

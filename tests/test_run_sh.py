@@ -38,3 +38,7 @@ def test_run_sh_tiny_profile_runs_every_stage_then_skips_them(tmp_path):
     failed = run_sh(repo, "--profile", "tiny")
     assert failed.returncode != 0 and "stage 'eval' failed" in failed.stderr
     assert "== report" not in failed.stdout
+    # the re-tellings are an input of the prepare stage: a changed rewrites/ folder prepares again (and here fails)
+    (repo / "data" / "jinyong" / "rewrites" / "empty.txt").write_text("", encoding="utf-8")
+    failed = run_sh(repo, "--profile", "tiny")
+    assert failed.returncode != 0 and "stage 'prepare' failed" in failed.stderr
