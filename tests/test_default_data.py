@@ -82,7 +82,7 @@ def test_out_of_domain_questions_are_refused_in_the_sft_style():
 
 def all_texts():
     """(source, sentence) of every corpus and re-telling sentence and every SFT/test answer sentence."""
-    files = [f for d in ("corpus", "rewrites", "val") for f in sorted(glob.glob(os.path.join(DATA, d, "kb_*.txt")))]
+    files = [f for d in ("corpus", "rewrites", "rewrites_extra", "val") for f in sorted(glob.glob(os.path.join(DATA, d, "kb_*.txt")))]
     texts = [(f, read_text_file(f)[0]) for f in files]
     for name in ("sft.jsonl", "test.jsonl"):
         convs, _, _ = load_conversations(os.path.join(DATA, name))
@@ -101,18 +101,18 @@ def test_checked_facts_stay_fixed():
     # only 金轮法王, 霍都 and 达尔巴 came to the 大胜关 英雄大会; the other four join in 忽必烈's camp afterwards
     for src, s in sents:
         if "英雄大会" in s and re.search(late + "|高手", s) and "金轮" in s + src:
-            assert re.search("之后|没有|会后", s) or not re.search(late + "|西域|天竺", s), (src, s)
+            assert re.search("之后|以后|没有|会后", s) or not re.search(late + "|西域|天竺", s), (src, s)
     for name in ("潇湘子", "尼摩星"):
         for s in re.split(r"(?<=。)", section(name)):
-            assert "英雄大会" not in s or re.search("之后|没有|会后", s), s
+            assert "英雄大会" not in s or re.search("之后|以后|没有|会后", s), s
     for src, s in sents:
         # 阿紫's poisoned needle at 萧峰 was on the snowy road north, not at 小镜湖
         assert not ("小镜湖" in s and "阿紫" in s and "针" in s), (src, s)
         # 朱子柳 had the better of 霍都 until the fan's hidden nails; nobody says 霍都 simply won or 朱子柳 simply lost
         assert not re.search(r"霍都[^。；]{0,12}(靠暗器取胜|先胜)|朱子柳[^。；]{0,30}落败|胜霍都", s), (src, s)
-        # 杨康 clawed at 黄蓉's shoulder (九阴白骨爪) and pierced his fingers on the 软猬甲; the only palm that struck
-        # the 软猬甲 was the snake-bitten 南希仁's, which is how the poison got onto its spikes
-        assert not ("软猬甲" in s and re.search("一掌打在|出掌打", s) and "南希仁" not in s), (src, s)
+        # 杨康 clawed at 黄蓉's shoulder (九阴白骨爪) and pierced his fingers on the 软猬甲; he struck no palm (the palm
+        # that put the poison on its spikes was the snake-bitten 南希仁's)
+        assert not ("软猬甲" in s and re.search("(杨康|他)[^。；]{0,6}(一掌打在|出掌打)", s)), (src, s)
         # 逍遥派: 天山童姥 the eldest, 无崖子 the head, 李秋水 the youngest, so 无崖子 is 李秋水's 师兄, not her 师弟
         assert "李秋水的师弟" not in s and not ("李秋水" in s and "师弟无崖子" in s), (src, s)
         # 绝情丹: 杨过 kept his half pill for 小龙女 and threw it into the ravine; neither of them ever took one
