@@ -82,7 +82,8 @@ def test_out_of_domain_questions_are_refused_in_the_sft_style():
 
 def all_texts():
     """(source, sentence) of every corpus and re-telling sentence and every SFT/test answer sentence."""
-    files = [f for d in ("corpus", "rewrites", "rewrites_extra", "val") for f in sorted(glob.glob(os.path.join(DATA, d, "kb_*.txt")))]
+    folders = ("corpus", "rewrites", "rewrites_extra", "val")
+    files = [f for d in folders for f in sorted(glob.glob(os.path.join(DATA, d, "kb_*.txt")))]
     texts = [(f, read_text_file(f)[0]) for f in files]
     for name in ("sft.jsonl", "test.jsonl"):
         convs, _, _ = load_conversations(os.path.join(DATA, name))
