@@ -3,7 +3,7 @@ corpus loss; and that the training-throughput benchmark runs the SFT-shaped step
 import json
 import math
 
-from conftest import run_script
+from conftest import run_script, write_jsonl
 
 
 def test_char_baseline_learns_and_plots_beside_a_training_log(tmp_path):
@@ -54,3 +54,17 @@ def test_corpus_loss_is_lower_for_the_model_that_read_the_corpus(trained):
     row = proc.stdout.strip().splitlines()[-1].split()
     train_loss, uniform = float(row[1]), float(row[-1].rstrip(")"))
     assert row[0] == "out/pre/latest" and 0 < train_loss < uniform - 1.0
+
+
+def test_recall_keys_counts_the_keys_it_finds_in_the_corpus(trained):
+    """bench/recall_keys.py: prompts only for keys the corpus contains, and reports a share for each group."""
+    write_jsonl(trained / "keys.jsonl", [
+        {"question": "郭靖最擅长什么？", "answer": "降龙十八掌。", "group": "seen", "keys": ["降龙十八掌"]},
+        {"question": "谁是虚竹？", "answer": "虚竹是少林僧人。", "group": "corpus_only", "keys": ["虚竹|慧轮"]}])
+    proc = run_script("bench/recall_keys.py", "out/pre/latest", "--test", "keys.jsonl", "--corpus",
+                      "data/tiny/corpus", "--context", "20", cwd=trained)
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("1 of 2 keys found")
+    assert lines[1].split()[1:] == ["seen"]
+    share = float(lines[2].split()[1])
+    assert lines[2].startswith("out/pre/latest") and 0.0 <= share <= 1.0
