@@ -12,8 +12,6 @@ import argparse
 import os
 import sys
 
-import torch
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from checkpoint import load_checkpoint  # noqa: E402
 from data_utils import list_text_files, read_text_file  # noqa: E402
@@ -63,8 +61,7 @@ def main():
     for path in args.checkpoints:
         model, tok, _, _ = load_checkpoint(path, "cpu")
         engine = Engine(model, tok, {}, "cpu")  # info without a task: a completer, even for a chat checkpoint
-        with torch.inference_mode():
-            outs = engine.reply_batch([p for _, p, _ in prompts], params, batch_size=32)
+        outs = engine.reply_batch([p for _, p, _ in prompts], params, batch_size=32)
         cells = []
         for g in groups:
             rows = [(out, key) for (grp, _, key), out in zip(prompts, outs) if grp == g]
