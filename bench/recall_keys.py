@@ -20,26 +20,23 @@ from errors import run_main  # noqa: E402
 from eval_rouge import count_keys_hit, load_test  # noqa: E402
 
 
+def text_before(texts, key, context):
+    """The `context` characters before the first occurrence of the key (any spelling) that has that much of its
+    own section before it (a prompt never crosses a 【header】), or None."""
+    for text in texts:
+        for alt in key.split("|"):
+            start = text.find(alt)
+            while start != -1 and (start < context or "【" in text[start - context:start]):
+                start = text.find(alt, start + 1)
+            if start != -1:
+                return text[start - context:start]
+    return None
+
+
 def key_prompts(items, texts, context):
-    """(group, prompt, key) for each key whose first spelling found in the corpus has `context` characters of the
-    same section before it (a prompt never crosses a 【header】: it starts inside the section it continues)."""
-    prompts = []
-    for _, _, group, keys in items:
-        for key in keys or []:
-            found = None
-            for text in texts:
-                for alt in key.split("|"):
-                    start = text.find(alt)
-                    while start != -1 and (start < context or "【" in text[start - context:start]):
-                        start = text.find(alt, start + 1)
-                    if start != -1:
-                        found = text[start - context:start]
-                        break
-                if found:
-                    break
-            if found:
-                prompts.append((group, found, key))
-    return prompts
+    """(group, prompt, key) for each test key found in the corpus."""
+    found = ((group, text_before(texts, key, context), key) for _, _, group, keys in items for key in keys or [])
+    return [(group, prompt, key) for group, prompt, key in found if prompt]
 
 
 def main():
