@@ -51,6 +51,22 @@ def test_test_set_is_held_out_and_has_both_groups():
     assert not [c[0]["content"] for c in convs if norm(c[0]["content"]) in train_q]
 
 
+def test_extra_single_fact_set_loads_and_stays_held_out():
+    convs, recs, bad = load_conversations(os.path.join(DATA, "sft_extra", "single_facts.jsonl"))
+    assert not bad and len(convs) >= 3000 and all(len(c) == 2 for c in convs)
+    assert {r.get("book") for r in recs} == {"射雕英雄传", "神雕侠侣", "天龙八部"}
+    replies = [c[1]["content"] for c in convs]
+    assert all(8 <= len(r) <= 70 and r.endswith(END) for r in replies)
+    asked = [norm(c[0]["content"]) for c in convs]
+    assert len(set(asked)) == len(asked)
+    test, test_recs, _ = load_conversations(os.path.join(DATA, "test.jsonl"))
+    assert not {norm(c[0]["content"]) for c in test} & set(asked)
+    # no reply gives away a test fact: it never holds all the keys of a test question
+    for r in (r for r in test_recs if "keys" in r):
+        alts = [k.split("|") for k in r["keys"]]
+        assert not [x for x in replies if all(any(a in x for a in alt) for alt in alts)], r["question"]
+
+
 def test_reference_answers_carry_keys_they_contain():
     _, recs, _ = load_conversations(os.path.join(DATA, "test.jsonl"))
     in_domain = [r for r in recs if r["group"] != "out_of_domain"]
@@ -85,7 +101,7 @@ def all_texts():
     folders = ("corpus", "rewrites", "rewrites_extra", "val")
     files = [f for d in folders for f in sorted(glob.glob(os.path.join(DATA, d, "kb_*.txt")))]
     texts = [(f, read_text_file(f)[0]) for f in files]
-    for name in ("sft.jsonl", "test.jsonl"):
+    for name in ("sft.jsonl", "test.jsonl", "sft_extra/single_facts.jsonl"):
         convs, _, _ = load_conversations(os.path.join(DATA, name))
         texts += [(name, t["content"]) for c in convs for t in c if t["role"] == "assistant"]
     return [(src, s) for src, t in texts for s in re.split(r"(?<=[。！？\n])", t) if s.strip()]
