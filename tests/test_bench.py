@@ -68,3 +68,25 @@ def test_recall_keys_counts_the_keys_it_finds_in_the_corpus(trained):
     assert lines[1].split()[1:] == ["seen"]
     share = float(lines[2].split()[1])
     assert lines[2].startswith("out/pre/latest") and 0.0 <= share <= 1.0
+
+
+def test_lookup_baseline_answers_with_the_nearest_training_question(tmp_path):
+    """bench/lookup_baseline.py: a reworded question gets the answer of the training question it shares most with,
+    scored per group; and it counts how often a model's answers equal the looked-up ones."""
+    write_jsonl(tmp_path / "sft.jsonl", [
+        {"question": "郭靖的父亲是谁？", "answer": "郭靖的父亲是郭啸天。"},
+        {"question": "郭靖的师父有哪些人？", "answer": "郭靖先后拜江南七怪和洪七公为师。"},
+        {"question": "黄蓉的父亲是谁？", "answer": "黄蓉的父亲是东邪黄药师。"}])
+    write_jsonl(tmp_path / "test.jsonl", [
+        {"question": "谁是郭靖的父亲？", "answer": "郭啸天。", "group": "seen", "keys": ["郭啸天"]},
+        {"question": "黄蓉她爹叫什么？", "answer": "黄药师。", "group": "seen", "keys": ["黄药师"]},
+        {"question": "郭靖的师父都是谁？", "answer": "江南七怪和洪七公。", "group": "corpus_only", "keys": ["丘处机"]}])
+    (tmp_path / "answers.jsonl").write_text("".join(json.dumps(
+        {"question": q, "answers": {"m": {"answer": a}}}, ensure_ascii=False) + "\n" for q, a in [
+        ("谁是郭靖的父亲？", "郭靖的父亲是郭啸天。"), ("黄蓉她爹叫什么？", "郭靖的父亲是郭啸天。"),
+        ("郭靖的师父都是谁？", "不知道。")]), encoding="utf-8")
+    proc = run_script("bench/lookup_baseline.py", "--sft", "sft.jsonl", "--test", "test.jsonl", "--answers",
+                      "answers.jsonl", cwd=tmp_path)
+    rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines()[2:4]}
+    assert rows["seen"][:2] == ["2", "1.000"] and float(rows["seen"][3]) == 0.5
+    assert rows["corpus_only"][:2] == ["1", "0.000"] and float(rows["corpus_only"][3]) == 0.0

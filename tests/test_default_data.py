@@ -67,6 +67,20 @@ def test_extra_single_fact_set_loads_and_stays_held_out():
         assert not [x for x in replies if all(any(a in x for a in alt) for alt in alts)], r["question"]
 
 
+def test_extra_wordings_only_reword_sft_questions_and_stay_held_out():
+    """sft_extra/more_wordings.jsonl: new questions for the SFT set's own answers (no new answer, so no new fact),
+    none equal to an SFT or test question, none asked twice."""
+    convs, recs, bad = load_conversations(os.path.join(DATA, "sft_extra", "more_wordings.jsonl"))
+    assert not bad and len(convs) >= 4000 and all(len(c) == 2 for c in convs)
+    sft, _, _ = load_conversations(os.path.join(DATA, "sft.jsonl"))
+    assert all(c[1]["content"] in {s[1]["content"] for s in sft if len(s) == 2} for c in convs)
+    asked = [norm(c[0]["content"]) for c in convs]
+    assert len(set(asked)) == len(asked)
+    assert not set(asked) & {norm(t["content"]) for c in sft for t in c if t["role"] == "user"}
+    test, _, _ = load_conversations(os.path.join(DATA, "test.jsonl"))
+    assert not set(asked) & {norm(c[0]["content"]) for c in test}
+
+
 def test_reference_answers_carry_keys_they_contain():
     _, recs, _ = load_conversations(os.path.join(DATA, "test.jsonl"))
     in_domain = [r for r in recs if r["group"] != "out_of_domain"]
