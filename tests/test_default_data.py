@@ -73,7 +73,8 @@ def test_extra_wordings_only_reword_sft_questions_and_stay_held_out():
     convs, recs, bad = load_conversations(os.path.join(DATA, "sft_extra", "more_wordings.jsonl"))
     assert not bad and len(convs) >= 4000 and all(len(c) == 2 for c in convs)
     sft, _, _ = load_conversations(os.path.join(DATA, "sft.jsonl"))
-    assert all(c[1]["content"] in {s[1]["content"] for s in sft if len(s) == 2} for c in convs)
+    sft_answers = {s[1]["content"] for s in sft if len(s) == 2}
+    assert all(c[1]["content"] in sft_answers for c in convs)
     asked = [norm(c[0]["content"]) for c in convs]
     assert len(set(asked)) == len(asked)
     assert not set(asked) & {norm(t["content"]) for c in sft for t in c if t["role"] == "user"}
