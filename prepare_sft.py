@@ -1,5 +1,9 @@
 """Question-answer sets to tokens and loss masks: python prepare_sft.py [--dataset NAME] [--input FILE] [--val FILE]
 
+Training-only records (--extra; by default data/NAME/sft_wordings.jsonl when it exists: more wordings of the
+questions, for the same answers) join the training split after validation is drawn, so they never change which
+examples validate, and any whose first question is a validation question is dropped.
+
 Uses the tokenizer of data/NAME/ (written by prepare.py) and the one chat format of tokenizer.py. Writes, per
 split, sft_SPLIT.bin (uint16 tokens), sft_SPLIT.mask.bin (uint8, 1 where the loss counts) and
 sft_SPLIT.offsets.bin (int64 start of each example, plus the end), and sft_meta.json with what was done.
@@ -39,6 +43,10 @@ def dedupe(convs):
     return kept, len(convs) - len(kept)
 
 
+def first_question(conv):
+    return next(t["content"] for t in conv if t["role"] == "user")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", default="jinyong")
@@ -46,6 +54,8 @@ def main():
                                     "(default data/NAME/sft.jsonl)")
     ap.add_argument("--val", help="validation file; default: hold out --val_fraction of --input")
     ap.add_argument("--val_fraction", type=float, default=0.05)
+    ap.add_argument("--extra", nargs="*", help="training-only Q&A files (default data/NAME/sft_wordings.jsonl when it "
+                                               "exists; --extra with no file: none)")
     ap.add_argument("--block_size", type=int, default=512, help="report examples longer than this (they are cut)")
     ap.add_argument("--skip_bad", action="store_true", help="skip malformed records and report them")
     ap.add_argument("--seed", type=int, default=1337, help="for the held-out split")
@@ -78,7 +88,25 @@ def main():
         train = [c for i, c in enumerate(convs) if i not in held]
         val = [c for i, c in enumerate(convs) if i in held]
 
+    extra_files = args.extra
+    if extra_files is None:
+        default_extra = os.path.join(data_dir, "sft_wordings.jsonl")
+        extra_files = [default_extra] if os.path.exists(default_extra) else []
+    val_questions = {first_question(c) for c in val}
+    n_extra = n_extra_dropped = 0
+    for path in extra_files:
+        extra, _, bad_extra = load_conversations(path, skip_bad=args.skip_bad)
+        n_read += len(extra) + len(bad_extra)
+        bad += [(f"{path}:{line}", msg) for line, msg in bad_extra]
+        kept = [c for c in extra if first_question(c) not in val_questions]
+        n_extra_dropped += len(extra) - len(kept)
+        n_extra += len(kept)
+        train = train + kept
+    train, n_dup_extra = dedupe(train)
+    n_dup += n_dup_extra
+
     report = {"source": src, "val_source": args.val or f"{args.val_fraction:.0%} of source", "read": n_read,
+              "extra_sources": extra_files, "extra_examples": n_extra, "extra_dropped_as_val_questions": n_extra_dropped,
               "bad_skipped": len(bad), "bad_lines": [line for line, _ in bad][:50], "duplicates_dropped": n_dup,
               "block_size": args.block_size, "tokenizer_sha256": file_sha256(tok_path), "splits": {}}
     with atomic_output_dir(data_dir) as tmp:
@@ -105,6 +133,9 @@ def main():
         if s["longer_than_block_size"]:
             print(f"  {s['longer_than_block_size']} examples are longer than block_size={args.block_size}+1 and "
                   "will be cut at the end during training")
+    if extra_files:
+        print(f"training-only: {n_extra} examples from {', '.join(extra_files)} ({n_extra_dropped} dropped: their "
+              f"question is a validation question)")
     print(f"read {n_read}, skipped {len(bad)} bad, dropped {n_dup} exact duplicates; wrote {data_dir}/sft_*")
 
 

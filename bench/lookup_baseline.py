@@ -3,7 +3,8 @@ shares the most characters and character pairs with it (TF-IDF weighted, cosine)
 key-fact accuracy and ROUGE-L F1 per test group, as eval_rouge.py does; with answers.jsonl files of eval_rouge.py,
 also how often each model gave exactly the looked-up answer.
 
-    python bench/lookup_baseline.py [--sft data/jinyong/sft.jsonl] [--test data/jinyong/test.jsonl]
+    python bench/lookup_baseline.py [--sft data/jinyong/sft.jsonl data/jinyong/sft_wordings.jsonl]
+        [--test data/jinyong/test.jsonl]
         [--answers out/eval/answers.jsonl ...]
 """
 import argparse
@@ -50,13 +51,17 @@ class Lookup:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sft", default="data/jinyong/sft.jsonl")
+    ap.add_argument("--sft", nargs="+", default=["data/jinyong/sft.jsonl", "data/jinyong/sft_wordings.jsonl"],
+                    help="the SFT training files (default: the default data's, with its extra wordings)")
     ap.add_argument("--test", default="data/jinyong/test.jsonl")
     ap.add_argument("--answers", nargs="*", default=[], help="answers.jsonl files written by eval_rouge.py")
     args = ap.parse_args()
-    convs, _, bad = load_conversations(args.sft)
-    if bad:
-        raise UserError(f"{args.sft}: {len(bad)} malformed records (line {bad[0][0]}: {bad[0][1]})")
+    convs = []
+    for path in args.sft:
+        file_convs, _, bad = load_conversations(path)
+        if bad:
+            raise UserError(f"{path}: {len(bad)} malformed records (line {bad[0][0]}: {bad[0][1]})")
+        convs += file_convs
     single = [c for c in convs if len(c) == 2]
     lookup = Lookup([c[0]["content"] for c in single], [c[1]["content"] for c in single])
     items = load_test(args.test)

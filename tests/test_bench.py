@@ -90,3 +90,30 @@ def test_lookup_baseline_answers_with_the_nearest_training_question(tmp_path):
     rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines()[2:4]}
     assert rows["seen"][:2] == ["2", "1.000"] and float(rows["seen"][3]) == 0.5
     assert rows["corpus_only"][:2] == ["1", "0.000"] and float(rows["corpus_only"][3]) == 0.0
+
+
+def test_book_questions_are_new_and_each_has_a_right_sft_answer(trained):
+    """bench/book_questions.py: no probe is a question of the default data; for each, some SFT answer counts as
+    right and another book's answer does not; and it scores a checkpoint."""
+    import os
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.join(repo, "bench"))
+    from book_questions import QUESTIONS, right
+    from data_utils import load_conversations
+    data = os.path.join(repo, "data", "jinyong")
+    asked, answers = set(), set()
+    for name in ("sft.jsonl", "test.jsonl", "sft_wordings.jsonl"):
+        convs, _, _ = load_conversations(os.path.join(data, name))
+        asked |= {t["content"] for c in convs for t in c if t["role"] == "user"}
+        if name == "sft.jsonl":
+            answers = {c[1]["content"] for c in convs if len(c) == 2}
+    for question, mark in QUESTIONS:
+        assert question not in asked, question
+        assert any(right(question, a, mark) for a in answers), question
+    assert not right("神雕侠侣的主角是谁？", "《射雕英雄传》的男主角是郭靖，杨过是《神雕侠侣》的男主角。",
+                     "杨过是《神雕侠侣》的男主角")
+    proc = run_script("bench/book_questions.py", "out/sft", cwd=trained)
+    n_right = int(proc.stdout.strip().splitlines()[-1].split(": ")[1].split("/")[0])
+    assert proc.stdout.strip().endswith(f"/{len(QUESTIONS)} whole-book questions reach the right answer")
+    assert 0 <= n_right <= len(QUESTIONS)

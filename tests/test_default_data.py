@@ -68,9 +68,9 @@ def test_extra_single_fact_set_loads_and_stays_held_out():
 
 
 def test_extra_wordings_only_reword_sft_questions_and_stay_held_out():
-    """sft_extra/more_wordings.jsonl: new questions for the SFT set's own answers (no new answer, so no new fact),
-    none equal to an SFT or test question, none asked twice."""
-    convs, recs, bad = load_conversations(os.path.join(DATA, "sft_extra", "more_wordings.jsonl"))
+    """sft_wordings.jsonl: new questions for the SFT set's own answers (no new answer, so no new fact), none equal
+    to an SFT or test question, none asked twice."""
+    convs, recs, bad = load_conversations(os.path.join(DATA, "sft_wordings.jsonl"))
     assert not bad and len(convs) >= 4000 and all(len(c) == 2 for c in convs)
     sft, _, _ = load_conversations(os.path.join(DATA, "sft.jsonl"))
     sft_answers = {s[1]["content"] for s in sft if len(s) == 2}
@@ -80,6 +80,19 @@ def test_extra_wordings_only_reword_sft_questions_and_stay_held_out():
     assert not set(asked) & {norm(t["content"]) for c in sft for t in c if t["role"] == "user"}
     test, _, _ = load_conversations(os.path.join(DATA, "test.jsonl"))
     assert not set(asked) & {norm(c[0]["content"]) for c in test}
+
+
+def test_a_yes_answer_only_answers_a_yes_or_no_question():
+    """An answer that opens with 是的 or 不是 was written for a yes-or-no question; given to 一灯大师出家前是什么身份？
+    it taught the model to say yes to a question that asks for a name."""
+    yes_no = re.compile(r"吗|吧|是不是|有没有|会不会|能不能|算不算|对不对|是否|没有|是哪")
+    for name in ("sft.jsonl", "sft_wordings.jsonl"):
+        convs, _, _ = load_conversations(os.path.join(DATA, name))
+        for c in convs:
+            turns = [t for t in c if t["role"] != "system"]
+            for q, a in zip(turns[::2], turns[1::2]):
+                if re.match(r"(是的|不是)[。，]", a["content"]):
+                    assert yes_no.search(q["content"]), (name, q["content"])
 
 
 def test_reference_answers_carry_keys_they_contain():

@@ -141,3 +141,37 @@ def test_a_single_example_is_refused_rather_than_validated_on_itself(workdir, tm
                                 check=False))
     assert "--val_fraction 1.5" in err
     assert {f: os.path.getmtime(d / f) for f in before} == before
+
+
+def test_extra_wordings_join_training_only_and_never_a_validation_question(workdir, tmp_path):
+    d = tmp_path / "data" / "x"
+    d.mkdir(parents=True)
+    (d / "tokenizer.json").write_bytes((workdir / "data" / "tiny" / "tokenizer.json").read_bytes())
+    base = [{"question": f"第{i}个问题是什么？", "answer": f"第{i}个回答。"} for i in range(20)]
+    write_jsonl(d / "sft.jsonl", base)
+
+    def prepare(*args):
+        proc = run_script("prepare_sft.py", "--dataset", "x", "--val_fraction", "0.25", *args, cwd=tmp_path)
+        meta = json.loads((d / "sft_meta.json").read_text(encoding="utf-8"))
+        val = (d / "sft_val.bin").read_bytes()
+        return proc, meta, val
+
+    _, plain, plain_val = prepare()
+    assert plain["extra_sources"] == [] and plain["splits"]["train"]["examples"] == 15
+
+    # the default file: new wordings for the same answers, one of which repeats a question of each split
+    extra = [{"question": f"请问第{i}个问题？", "answer": f"第{i}个回答。"} for i in range(20)]
+    extra += [{"question": r["question"], "answer": "另一个回答。"} for r in base]
+    write_jsonl(d / "sft_wordings.jsonl", extra)
+    proc, meta, val = prepare()
+    assert val == plain_val  # validation is the same examples, token for token
+    assert meta["extra_sources"] == [os.path.join("data", "x", "sft_wordings.jsonl")]
+    assert meta["extra_dropped_as_val_questions"] == 5  # the five validation questions, asked again
+    assert meta["extra_examples"] == 35 and meta["splits"]["train"]["examples"] == 15 + 35
+    assert "training-only: 35 examples" in proc.stdout
+
+    _, off, off_val = prepare("--extra")  # --extra with no file turns the default off
+    assert off["splits"]["train"]["examples"] == 15 and off_val == plain_val
+    err = user_error(run_script("prepare_sft.py", "--dataset", "x", "--extra", str(tmp_path / "none.jsonl"),
+                                cwd=tmp_path, check=False))
+    assert "none.jsonl: no such file" in err
