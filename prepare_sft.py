@@ -102,11 +102,13 @@ def main():
         n_extra_dropped += len(extra) - len(kept)
         n_extra += len(kept)
         train = train + kept
-    train, n_dup_extra = dedupe(train)
-    n_dup += n_dup_extra
+    if extra_files:
+        train, n_dup_extra = dedupe(train)
+        n_dup += n_dup_extra
 
     report = {"source": src, "val_source": args.val or f"{args.val_fraction:.0%} of source", "read": n_read,
-              "extra_sources": extra_files, "extra_examples": n_extra, "extra_dropped_as_val_questions": n_extra_dropped,
+              "extra_sources": extra_files, "extra_examples": n_extra,
+              "extra_dropped_as_val_questions": n_extra_dropped,
               "bad_skipped": len(bad), "bad_lines": [line for line, _ in bad][:50], "duplicates_dropped": n_dup,
               "block_size": args.block_size, "tokenizer_sha256": file_sha256(tok_path), "splits": {}}
     with atomic_output_dir(data_dir) as tmp:

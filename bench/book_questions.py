@@ -4,7 +4,8 @@ The default SFT set holds several answers about each novel as a whole (its story
 era, opening, title). They share most of their words, so a model that reads questions by their characters hands
 one the answer of another ("the themes" for "the main characters"). Each question below is asked greedily; it
 counts as right when the first 40 characters of the reply contain its mark (a phrase only a right answer opens
-with; "A|B" accepts either) and name no other of the three novels first. None of them is an SFT or test question of the default data (a test checks this).
+with; "A|B" accepts either) and name no other of the three novels first. None of them is an SFT or test question
+of the default data (a test checks this).
 
     python bench/book_questions.py out/sft [out/exp/NAME_s2/sft ...]
 """
@@ -16,19 +17,31 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from engine import Engine, SamplingParams  # noqa: E402
 from errors import run_main  # noqa: E402
 
-QUESTIONS = [
-    ("天龙八部里的主角都是谁？", "有三位主角|没有单一的主角"), ("请介绍天龙八部的几个主角。", "有三位主角|没有单一的主角"),
-    ("天龙八部这本书讲了啥？", "讲的是北宋"), ("给我讲讲天龙八部的故事。", "讲的是北宋"),
-    ("天龙八部最后结局如何？", "结局以悲剧"), ("天龙八部的主题是啥？", "主题"),
-    ("天龙八部的故事是在什么朝代？", "发生在北宋"), ("天龙八部这个书名怎么解释？", "书名出自佛经"),
-    ("射雕英雄传讲了个什么故事？", "成长故事"), ("给我讲讲射雕英雄传的故事。", "成长故事"),
-    ("射雕英雄传最后的结局是什么？", "结局是：杨康"), ("射雕英雄传的男女主角是谁？", "男主角是郭靖"),
-    ("射雕英雄传的主题是啥？", "主题"), ("射雕英雄传开头写了什么？", "开篇写临安"),
-    ("射雕英雄传里有名的比武有哪几场？", "最有名的比武"), ("射雕英雄传的书名是什么意思？", "书名与草原射雕|书名中的射雕"),
-    ("神雕侠侣讲了个什么故事？", "爱情故事|主要情节是"), ("神雕侠侣最后的结局是什么？", "以第三次华山论剑收尾"),
-    ("神雕侠侣的主题是啥？", "主题"), ("神雕侠侣开头写了什么？", "开篇于嘉兴陆家庄"),
-    ("神雕侠侣的主角是谁？", "杨过是《神雕侠侣》的男主角|讲的是杨过与小龙女|主角杨过"), ("神雕侠侣的书名是什么意思？", "“神雕”"),
-    ("神雕侠侣的故事发生在哪个年代？", "南宋末年"), ("神雕侠侣和射雕英雄传是什么关系？", "是《射雕英雄传》的直接续篇|是《射雕英雄传》的续集"),
+QUESTIONS = [  # (question, mark)
+    ("天龙八部里的主角都是谁？", "有三位主角|没有单一的主角"),
+    ("请介绍天龙八部的几个主角。", "有三位主角|没有单一的主角"),
+    ("天龙八部这本书讲了啥？", "讲的是北宋"),
+    ("给我讲讲天龙八部的故事。", "讲的是北宋"),
+    ("天龙八部最后结局如何？", "结局以悲剧"),
+    ("天龙八部的主题是啥？", "主题"),
+    ("天龙八部的故事是在什么朝代？", "发生在北宋"),
+    ("天龙八部这个书名怎么解释？", "书名出自佛经"),
+    ("射雕英雄传讲了个什么故事？", "成长故事"),
+    ("给我讲讲射雕英雄传的故事。", "成长故事"),
+    ("射雕英雄传最后的结局是什么？", "结局是：杨康"),
+    ("射雕英雄传的男女主角是谁？", "男主角是郭靖"),
+    ("射雕英雄传的主题是啥？", "主题"),
+    ("射雕英雄传开头写了什么？", "开篇写临安"),
+    ("射雕英雄传里有名的比武有哪几场？", "最有名的比武"),
+    ("射雕英雄传的书名是什么意思？", "书名与草原射雕|书名中的射雕"),
+    ("神雕侠侣讲了个什么故事？", "爱情故事|主要情节是"),
+    ("神雕侠侣最后的结局是什么？", "以第三次华山论剑收尾"),
+    ("神雕侠侣的主题是啥？", "主题"),
+    ("神雕侠侣开头写了什么？", "开篇于嘉兴陆家庄"),
+    ("神雕侠侣的主角是谁？", "杨过是《神雕侠侣》的男主角|讲的是杨过与小龙女|主角杨过"),
+    ("神雕侠侣的书名是什么意思？", "“神雕”"),
+    ("神雕侠侣的故事发生在哪个年代？", "南宋末年"),
+    ("神雕侠侣和射雕英雄传是什么关系？", "是《射雕英雄传》的直接续篇|是《射雕英雄传》的续集"),
 ]
 BOOKS = ("天龙八部", "射雕英雄传", "神雕侠侣")
 

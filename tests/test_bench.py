@@ -97,11 +97,11 @@ def test_book_questions_are_new_and_each_has_a_right_sft_answer(trained):
     right and another book's answer does not; and it scores a checkpoint."""
     import os
     import sys
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    sys.path.insert(0, os.path.join(repo, "bench"))
+    from conftest import REPO
+    sys.path.insert(0, os.path.join(REPO, "bench"))
     from book_questions import QUESTIONS, right
     from data_utils import load_conversations
-    data = os.path.join(repo, "data", "jinyong")
+    data = os.path.join(REPO, "data", "jinyong")
     asked, answers = set(), set()
     for name in ("sft.jsonl", "test.jsonl", "sft_wordings.jsonl"):
         convs, _, _ = load_conversations(os.path.join(data, name))
