@@ -159,7 +159,7 @@ def test_extra_wordings_join_training_only_and_never_a_validation_question(workd
     _, plain, plain_val = prepare()
     assert plain["extra_sources"] == [] and plain["splits"]["train"]["examples"] == 15
 
-    # the default file: new wordings for the same answers, one of which repeats a question of each split
+    # the default file: a new wording of every answer, and every SFT question asked again with another answer
     extra = [{"question": f"请问第{i}个问题？", "answer": f"第{i}个回答。"} for i in range(20)]
     extra += [{"question": r["question"], "answer": "另一个回答。"} for r in base]
     write_jsonl(d / "sft_wordings.jsonl", extra)
