@@ -56,11 +56,15 @@ def main():
     ap.add_argument("--val_fraction", type=float, default=0.05)
     ap.add_argument("--extra", nargs="*", help="training-only Q&A files (default data/NAME/sft_wordings.jsonl when it "
                                                "exists; --extra with no file: none)")
+    ap.add_argument("--source_copies", type=int, help="times each training record of --input is written when extra "
+                                                      "files join (default 2; without extra files 1)")
     ap.add_argument("--block_size", type=int, default=512, help="report examples longer than this (they are cut)")
     ap.add_argument("--skip_bad", action="store_true", help="skip malformed records and report them")
     ap.add_argument("--seed", type=int, default=1337, help="for the held-out split")
     ap.add_argument("--data_root", default="data")
     args = ap.parse_args()
+    if args.source_copies is not None and args.source_copies < 1:
+        raise DataError(f"--source_copies {args.source_copies}: expected a whole number of at least 1")
     if not 0 < args.val_fraction < 1:
         raise DataError(f"--val_fraction {args.val_fraction}: expected a number between 0 and 1 (not included)")
     data_dir = os.path.join(args.data_root, args.dataset)
@@ -93,6 +97,7 @@ def main():
         default_extra = os.path.join(data_dir, "sft_wordings.jsonl")
         extra_files = [default_extra] if os.path.exists(default_extra) else []
     val_questions = {first_question(c) for c in val}
+    n_source = len(train)
     n_extra = n_extra_dropped = 0
     for path in extra_files:
         extra, _, bad_extra = load_conversations(path, skip_bad=args.skip_bad)
@@ -102,13 +107,15 @@ def main():
         n_extra_dropped += len(extra) - len(kept)
         n_extra += len(kept)
         train = train + kept
+    source_copies = args.source_copies or (2 if extra_files else 1)
     if extra_files:
-        train, n_dup_extra = dedupe(train)
+        train, n_dup_extra = dedupe(train)  # the source's records come first and are kept
         n_dup += n_dup_extra
+    train = train[:n_source] * source_copies + train[n_source:]
 
     report = {"source": src, "val_source": args.val or f"{args.val_fraction:.0%} of source", "read": n_read,
               "extra_sources": extra_files, "extra_examples": n_extra,
-              "extra_dropped_as_val_questions": n_extra_dropped,
+              "extra_dropped_as_val_questions": n_extra_dropped, "source_copies": source_copies,
               "bad_skipped": len(bad), "bad_lines": [line for line, _ in bad][:50], "duplicates_dropped": n_dup,
               "block_size": args.block_size, "tokenizer_sha256": file_sha256(tok_path), "splits": {}}
     with atomic_output_dir(data_dir) as tmp:
@@ -138,6 +145,8 @@ def main():
     if extra_files:
         print(f"training-only: {n_extra} examples from {', '.join(extra_files)} ({n_extra_dropped} dropped: their "
               f"question is a validation question)")
+    if source_copies > 1:
+        print(f"each of the source's {n_source} training records is written {source_copies} times")
     print(f"read {n_read}, skipped {len(bad)} bad, dropped {n_dup} exact duplicates; wrote {data_dir}/sft_*")
 
 

@@ -3,6 +3,7 @@ import csv
 import json
 import os
 
+import numpy as np
 import pytest
 
 from conftest import run_script, user_error, write_jsonl
@@ -167,8 +168,19 @@ def test_extra_wordings_join_training_only_and_never_a_validation_question(workd
     assert val == plain_val  # validation is the same examples, token for token
     assert meta["extra_sources"] == [os.path.join("data", "x", "sft_wordings.jsonl")]
     assert meta["extra_dropped_as_val_questions"] == 5  # the five validation questions, asked again
-    assert meta["extra_examples"] == 35 and meta["splits"]["train"]["examples"] == 15 + 35
+    # with extra files the source's training records are written twice (its own wording keeps its weight)
+    assert meta["extra_examples"] == 35 and meta["source_copies"] == 2
+    assert meta["splits"]["train"]["examples"] == 2 * 15 + 35
     assert "training-only: 35 examples" in proc.stdout
+    offsets = np.fromfile(d / "sft_train.offsets.bin", dtype=np.int64)
+    tokens = np.fromfile(d / "sft_train.bin", dtype=np.uint16)
+    assert np.array_equal(tokens[offsets[0]:offsets[15]], tokens[offsets[15]:offsets[30]])
+    assert not np.array_equal(tokens[offsets[0]:offsets[15]], tokens[offsets[30]:offsets[45]])
+
+    _, once, once_val = prepare("--source_copies", "1")
+    assert once["splits"]["train"]["examples"] == 15 + 35 and once_val == plain_val
+    err = user_error(run_script("prepare_sft.py", "--dataset", "x", "--source_copies", "0", cwd=tmp_path, check=False))
+    assert "--source_copies 0: expected a whole number of at least 1" in err
 
     _, off, off_val = prepare("--extra")  # --extra with no file turns the default off
     assert off["splits"]["train"]["examples"] == 15 and off_val == plain_val
