@@ -2,7 +2,9 @@
 
 Training-only records (--extra; by default data/NAME/sft_wordings.jsonl when it exists: more wordings of the
 questions, for the same answers) join the training split after validation is drawn, so they never change which
-examples validate, and any whose first question is a validation question is dropped.
+examples validate, and any whose first question is a validation question is dropped. Beside them each training
+record of the source is written --source_copies times (default 2), so that its own wording keeps its weight
+(BENCHMARKS.md: the SFT set twice beside its extra wordings).
 
 Uses the tokenizer of data/NAME/ (written by prepare.py) and the one chat format of tokenizer.py. Writes, per
 split, sft_SPLIT.bin (uint16 tokens), sft_SPLIT.mask.bin (uint8, 1 where the loss counts) and
