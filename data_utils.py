@@ -284,7 +284,8 @@ def open_tokens(path):
 class SFTData:
     """Whole SFT examples: tokens (uint16), loss mask (uint8) and offsets (int64, n+1) written by prepare_sft.py."""
 
-    def __init__(self, data_dir, split):
+    def __init__(self, data_dir, split, first=None):
+        """first: read only the first N examples (prepare_sft.py writes the source's own records first)."""
         base = os.path.join(data_dir, f"sft_{split}")
         for suffix in (".bin", ".mask.bin", ".offsets.bin"):
             if not os.path.exists(base + suffix):
@@ -295,7 +296,7 @@ class SFTData:
                             f"(prepare.py ran since); run prepare_sft.py again")
         self.tokens = np.memmap(base + ".bin", dtype=np.uint16, mode="r")
         self.mask = np.memmap(base + ".mask.bin", dtype=np.uint8, mode="r")
-        self.offsets = np.fromfile(base + ".offsets.bin", dtype=np.int64)
+        self.offsets = np.fromfile(base + ".offsets.bin", dtype=np.int64)[:None if first is None else first + 1]
         self.lengths = np.diff(self.offsets)
 
     def __len__(self):

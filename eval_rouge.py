@@ -122,7 +122,8 @@ def reference_loss(engine, questions, references):
     total_nats, total_tokens, total_chars = 0.0, 0, 0
     for q, ref in zip(questions, references):
         if engine.is_chat:
-            ids, mask = render_conversation(tok, [{"role": "user", "content": q}, {"role": "assistant", "content": ref}])
+            turns = [{"role": "user", "content": q}, {"role": "assistant", "content": ref}]
+            ids, mask = render_conversation(tok, turns)
         else:
             prompt, answer = [tok.eot_id] + tok.encode(q), tok.encode(ref)
             ids, mask = prompt + answer, [0] * len(prompt) + [1] * len(answer)

@@ -4,7 +4,9 @@ Training-only records (--extra; by default data/NAME/sft_wordings.jsonl when it 
 questions, for the same answers) join the training split after validation is drawn, so they never change which
 examples validate, and any whose first question is a validation question is dropped. Beside them each training
 record of the source is written --source_copies times (default 2), so that its own wording keeps its weight
-(BENCHMARKS.md: the SFT set twice beside its extra wordings).
+(BENCHMARKS.md: the SFT set twice beside its extra wordings). The source's records come first, once, then their
+copies and the extra records; sft_meta.json's source_examples counts the first, which are what pretraining's Q&A
+rows read (train.py's sft_mix_extra).
 
 Uses the tokenizer of data/NAME/ (written by prepare.py) and the one chat format of tokenizer.py. Writes, per
 split, sft_SPLIT.bin (uint16 tokens), sft_SPLIT.mask.bin (uint8, 1 where the loss counts) and
@@ -116,7 +118,7 @@ def main():
     train = train[:n_source] * source_copies + train[n_source:]
 
     report = {"source": src, "val_source": args.val or f"{args.val_fraction:.0%} of source", "read": n_read,
-              "extra_sources": extra_files, "extra_examples": n_extra,
+              "source_examples": n_source, "extra_sources": extra_files, "extra_examples": n_extra,
               "extra_dropped_as_val_questions": n_extra_dropped, "source_copies": source_copies,
               "bad_skipped": len(bad), "bad_lines": [line for line, _ in bad][:50], "duplicates_dropped": n_dup,
               "block_size": args.block_size, "tokenizer_sha256": file_sha256(tok_path), "splits": {}}

@@ -68,7 +68,7 @@ stage() {
 
 stage prepare     "$DATA/meta.json"            "$DATA/corpus $DATA/rewrites $DATA/val prepare.py" \
       $PYTHON prepare.py --dataset jinyong
-stage prepare_sft "$DATA/sft_meta.json"        "$DATA/sft.jsonl $DATA/sft_wordings.jsonl $DATA/meta.json" \
+stage prepare_sft "$DATA/sft_meta.json" "$DATA/sft.jsonl $DATA/sft_wordings.jsonl $DATA/meta.json prepare_sft.py" \
       $PYTHON prepare_sft.py --dataset jinyong
 stage pretrain    "out/pretrain/best"          "$DATA/meta.json $DATA/sft_meta.json configs/pretrain.py" \
       $PYTHON train.py config/pretrain.py --overwrite=True

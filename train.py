@@ -51,6 +51,7 @@ batch_size = 16              # rows of block_size tokens per micro-step on each 
 gradient_accumulation_steps = 1   # micro-steps per optimizer step, over all processes together
 prompt_loss_weight = 0.0     # SFT: weight of the loss on the rest of each example (questions), replies weigh 1
 sft_mix = 0.0                # pretraining: this share of each batch's rows are packed SFT examples (loss on replies)
+sft_mix_extra = False        # True: those rows also draw the copies and --extra records that prepare_sft.py adds
 text_mix = 0.0               # SFT: this share of each batch's rows are corpus windows (train.bin), every token weighed
 max_iters = 2000             # optimizer steps; 0 means: as many as `epochs` takes
 epochs = 0.0                 # passes over the training data (corpus or SFT tokens) when max_iters is 0; 0: auto_epochs
@@ -181,7 +182,13 @@ def build_data(cfg, tok, data_dir, rank, world):
         if qa_rows and not os.path.exists(os.path.join(data_dir, "sft_meta.json")):
             raise ConfigError(f"sft_mix={cfg['sft_mix']} mixes Q&A into pretraining, but {data_dir} has no SFT data: "
                               f"run python prepare_sft.py --dataset {cfg['dataset']} first, or pass --sft_mix=0")
-        qa = packer(SFTData(data_dir, "train"), seed + 2) if qa_rows else None
+        qa = None
+        if qa_rows:
+            # the source's own records only (prepare_sft.py writes them first): with the extra wordings here too,
+            # the chat model refused more in-domain questions and answered a little worse (BENCHMARKS.md)
+            sft_meta = read_json(os.path.join(data_dir, "sft_meta.json"))
+            first = None if cfg["sft_mix_extra"] else sft_meta.get("source_examples")
+            qa = packer(SFTData(data_dir, "train", first), seed + 2)
         train = Batches(T, seed + 1000 * rank, splits["train"], B - qa_rows, qa, qa_rows)
         # evaluation on corpus windows only, train and val alike, so that their gap means something
         evals = {s: Batches(T, 12345 + rank, splits[s], B) for s in splits}

@@ -116,4 +116,5 @@ def test_book_questions_are_new_and_each_has_a_right_sft_answer(trained):
     proc = run_script("bench/book_questions.py", "out/sft", cwd=trained)
     n_right = int(proc.stdout.strip().splitlines()[-1].split(": ")[1].split("/")[0])
     assert proc.stdout.strip().endswith(f"/{len(QUESTIONS)} whole-book questions reach the right answer")
-    assert 0 <= n_right <= len(QUESTIONS)
+    n_wrong = sum(line.startswith("  WRONG  ") for line in proc.stdout.splitlines())
+    assert n_right + n_wrong == len(QUESTIONS)  # every question is either counted right or shown wrong

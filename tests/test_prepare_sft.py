@@ -169,7 +169,7 @@ def test_extra_wordings_join_training_only_and_never_a_validation_question(workd
     assert meta["extra_sources"] == [os.path.join("data", "x", "sft_wordings.jsonl")]
     assert meta["extra_dropped_as_val_questions"] == 5  # the five validation questions, asked again
     # with extra files the source's training records are written twice (its own wording keeps its weight)
-    assert meta["extra_examples"] == 35 and meta["source_copies"] == 2
+    assert meta["extra_examples"] == 35 and meta["source_copies"] == 2 and meta["source_examples"] == 15
     assert meta["splits"]["train"]["examples"] == 2 * 15 + 35
     assert "training-only: 35 examples" in proc.stdout
     offsets = np.fromfile(d / "sft_train.offsets.bin", dtype=np.int64)

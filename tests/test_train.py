@@ -204,6 +204,31 @@ def test_train_and_val_losses_are_measured_alike(workdir, monkeypatch):
     assert all(set(b) == {"x", "y"} for split in ("train", "val") for b in evals[split])
 
 
+def test_pretraining_qa_rows_leave_out_the_extra_wordings(workdir, monkeypatch):
+    """Pretraining's Q&A rows draw the SFT set's own training records, which prepare_sft.py writes first, and not
+    the copies and extra wordings after them, unless sft_mix_extra asks for those too."""
+    import numpy as np
+    import train
+    from data_utils import SFTData
+    from tokenizer import Tokenizer
+    monkeypatch.chdir(workdir)
+    shutil.copytree("data/tiny", "data/tiny_extra", dirs_exist_ok=True)
+    meta = json.loads(open("data/tiny_extra/sft_meta.json", encoding="utf-8").read())
+    n_all = meta["splits"]["train"]["examples"]
+    assert meta["source_examples"] == n_all  # no extra files: every training record is the source's
+    meta["source_examples"] = 3  # as if the rest were extra wordings
+    with open("data/tiny_extra/sft_meta.json", "w", encoding="utf-8") as f:
+        json.dump(meta, f)
+    tok = Tokenizer.load("data/tiny_extra/tokenizer.json")
+    cfg = {**train.DEFAULTS, "dataset": "tiny_extra", "block_size": 64, "batch_size": 4, "sft_mix": 0.5,
+           "eval_iters": 2}
+    qa = train.build_data(cfg, tok, "data/tiny_extra", 0, 1)[0].packer.data
+    full = SFTData("data/tiny_extra", "train")
+    assert len(qa) == 3 < n_all and all(np.array_equal(qa.example(i)[0], full.example(i)[0]) for i in range(3))
+    qa = train.build_data({**cfg, "sft_mix_extra": True}, tok, "data/tiny_extra", 0, 1)[0].packer.data
+    assert len(qa) == n_all
+
+
 def test_sft_replays_corpus_windows_beside_the_examples(workdir, monkeypatch):
     """text_mix: that share of each SFT batch's rows are corpus windows, every token weighed and plain causal; the
     rest are packed examples, and the epochs count examples only."""
