@@ -213,12 +213,12 @@ def test_pretraining_qa_rows_leave_out_the_extra_wordings(workdir, monkeypatch):
     from tokenizer import Tokenizer
     monkeypatch.chdir(workdir)
     shutil.copytree("data/tiny", "data/tiny_extra", dirs_exist_ok=True)
-    meta = json.loads(open("data/tiny_extra/sft_meta.json", encoding="utf-8").read())
+    meta_path = workdir / "data/tiny_extra/sft_meta.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
     n_all = meta["splits"]["train"]["examples"]
     assert meta["source_examples"] == n_all  # no extra files: every training record is the source's
     meta["source_examples"] = 3  # as if the rest were extra wordings
-    with open("data/tiny_extra/sft_meta.json", "w", encoding="utf-8") as f:
-        json.dump(meta, f)
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
     tok = Tokenizer.load("data/tiny_extra/tokenizer.json")
     cfg = {**train.DEFAULTS, "dataset": "tiny_extra", "block_size": 64, "batch_size": 4, "sft_mix": 0.5,
            "eval_iters": 2}
