@@ -53,7 +53,7 @@ WEIGHT_NAMES = [(r"embed\.weight", "model.embed_tokens.weight"),
                 (r"blocks\.(\d+)\.mlp\.(gate_proj|up_proj|down_proj)\.weight", r"model.layers.\1.mlp.\2.weight")]
 # every field of GPTConfig and what becomes of it; a field not listed here is something the exporter cannot map
 KNOWN_FIELDS = {"vocab_size", "block_size", "n_layer", "n_head", "n_kv_head", "n_embd", "mlp_hidden", "dropout",
-                "qk_norm", "rope_theta", "tie_embeddings"}
+                "attn_dropout", "qk_norm", "rope_theta", "tie_embeddings"}
 # PreTrainedConfig's fields for other kinds of models (classifiers, encoder-decoders): left out of config.json
 GENERIC_FIELDS = {"id2label", "label2id", "problem_type", "chunk_size_feed_forward", "is_encoder_decoder",
                   "output_hidden_states", "output_attentions", "return_dict", "_name_or_path"}

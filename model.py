@@ -32,7 +32,8 @@ class GPTConfig:
     n_kv_head: int = 0         # 0 means n_head; fewer gives grouped-query attention (must divide n_head)
     n_embd: int = 512
     mlp_hidden: int = 0        # 0 means about 8/3 * n_embd rounded up to 64 (SwiGLU's usual size)
-    dropout: float = 0.0
+    dropout: float = 0.0       # on the embeddings and on each attention and MLP output (training only)
+    attn_dropout: float = 0.0  # on the attention weights; costs SDPA's fused kernels (and FlexAttention on CUDA)
     qk_norm: bool = False
     rope_theta: float = 10000.0
     tie_embeddings: bool = True
@@ -228,7 +229,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(c.n_head * self.head_dim, c.n_embd, bias=False)
         self.q_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if c.qk_norm else nn.Identity()
         self.k_norm = nn.RMSNorm(self.head_dim, eps=1e-6) if c.qk_norm else nn.Identity()
-        self.dropout = c.dropout
+        self.dropout = c.attn_dropout
 
     def forward(self, x, cos, sin, cache=None, layer=0, mask=None):
         B, T, _ = x.shape
@@ -305,14 +306,14 @@ class GPT(nn.Module):
         if isinstance(m, (nn.Linear, nn.Embedding)):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
-    def set_dropout(self, p):
-        """Change dropout after loading (SFT often wants another rate than pretraining)."""
-        self.config.dropout = p
+    def set_dropout(self, p, attn_p):
+        """Change the dropout rates after loading (SFT often wants others than pretraining)."""
+        self.config.dropout, self.config.attn_dropout = p, attn_p
         for mod in self.modules():
             if isinstance(mod, nn.Dropout):
                 mod.p = p
             elif isinstance(mod, Attention):
-                mod.dropout = p
+                mod.dropout = attn_p
 
     def num_params(self):
         return sum(p.numel() for p in self.parameters())  # a tied lm_head is counted once
@@ -359,7 +360,7 @@ class GPT(nn.Module):
     def use_flex(self, idx):
         # FlexAttention has no dropout on the attention weights: with dropout on, SDPA's masked path runs instead
         return self.packed_attention == "auto" and idx.device.type == "cuda" and not (self.training and
-                                                                                   self.config.dropout > 0)
+                                                                                   self.config.attn_dropout > 0)
 
     def flops_per_token(self, seq_len):
         """Training FLOPs per token: 6 per weight plus attention's 12 * layers * width * context (PaLM's count)."""

@@ -43,7 +43,8 @@ profile = "auto"             # read by configs/: auto, gpu, cpu, tiny
 # model
 n_layer, n_head, n_kv_head, n_embd = 6, 8, 0, 512   # n_kv_head=0: as many as n_head; fewer: grouped-query attention
 block_size = 512
-dropout = 0.0
+dropout = 0.0                # on the embeddings and each block's outputs
+attn_dropout = 0.0           # on the attention weights (slower: no fused attention kernel while training)
 qk_norm = False
 tie_embeddings = True
 # optimisation
@@ -146,14 +147,15 @@ def build_model(cfg, data_dir, log):
         try:
             mconf = GPTConfig(vocab_size=tok.vocab_size, block_size=cfg["block_size"], n_layer=cfg["n_layer"],
                               n_head=cfg["n_head"], n_kv_head=cfg["n_kv_head"], n_embd=cfg["n_embd"],
-                              dropout=cfg["dropout"], qk_norm=cfg["qk_norm"], tie_embeddings=cfg["tie_embeddings"])
+                              dropout=cfg["dropout"], attn_dropout=cfg["attn_dropout"], qk_norm=cfg["qk_norm"],
+                              tie_embeddings=cfg["tie_embeddings"])
         except ValueError as e:
             raise ConfigError(str(e)) from None
         return GPT(mconf), tok, {}, None
     resume = cfg["init_from"] == "resume"
     source = os.path.join(cfg["out_dir"], "latest") if resume else cfg["init_from"]
     model, tok, info, folder = load_checkpoint(source, "cpu", ("latest",) if resume else ("best", "latest"))
-    model.set_dropout(cfg["dropout"])
+    model.set_dropout(cfg["dropout"], cfg["attn_dropout"])
     if cfg["block_size"] > model.config.block_size:
         raise ConfigError(f"block_size={cfg['block_size']} is larger than the checkpoint's "
                           f"{model.config.block_size} ({folder})")

@@ -3,11 +3,12 @@
     python bench/bench_train.py                       # the course's size and the CPU profile, vocab 8192
     python bench/bench_train.py --chars_per_token 1.39 --steps 20 --sizes 6x512x8x256x8 4x256x4x512x8
     python bench/bench_train.py --sizes 8x512x8x512x32 12x768x12x1024x16 --dtypes bfloat16 --compile  # a GPU
-    python bench/bench_train.py --sizes 6x256x4x256x4 --packed --dropout 0.1 --dtypes bfloat16 --steps 30  # CPU SFT
+    python bench/bench_train.py --sizes 6x256x4x256x4 --packed --dropout 0.1 --attn_dropout 0.1 --dtypes bfloat16
 
 Random token ids (speed does not depend on the text); characters per second = tokens per second times the
 characters per token your tokenizer gives (prepare.py prints it; meta.json has it). --packed adds document ids
-(rows of 8 documents), as SFT batches have, and --dropout the training dropout (SFT's is 0.1). On CUDA it also
+(rows of 8 documents), as SFT batches have, --dropout the training dropout on the embeddings and block outputs and
+--attn_dropout the one on the attention weights (the last example is the CPU SFT config's step). On CUDA it also
 prints the model FLOPs utilisation (MFU).
 """
 import argparse
@@ -21,10 +22,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from model import GPT, GPTConfig, gpu_peak_flops  # noqa: E402
 
 
-def bench(n_layer, n_embd, n_head, vocab, block, batch, steps, device, dtype, compile_model, packed, dropout=0.0):
+def bench(n_layer, n_embd, n_head, vocab, block, batch, steps, device, dtype, compile_model, packed, dropout=0.0,
+          attn_dropout=0.0):
     torch.manual_seed(0)
     raw = GPT(GPTConfig(vocab_size=vocab, block_size=block, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
-                        dropout=dropout)).to(device)
+                        dropout=dropout, attn_dropout=attn_dropout)).to(device)
     model = torch.compile(raw) if compile_model else raw
     opt = raw.optimizers("adamw", 1e-3, 0.1, (0.9, 0.95), device)[0]
     x = torch.randint(vocab, (batch, block), device=device)
@@ -60,7 +62,8 @@ def main():
     ap.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="autocast dtypes to compare")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     ap.add_argument("--packed", action="store_true", help="document-masked attention, as in SFT batches")
-    ap.add_argument("--dropout", type=float, default=0.0, help="training dropout (SFT's is 0.1)")
+    ap.add_argument("--dropout", type=float, default=0.0, help="training dropout on embeddings and block outputs")
+    ap.add_argument("--attn_dropout", type=float, default=0.0, help="training dropout on the attention weights")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -68,14 +71,14 @@ def main():
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     print(f"device {device}, {torch.get_num_threads()} threads, vocab {args.vocab_size}, compile {args.compile}, "
-          f"packed {args.packed}, dropout {args.dropout}")
+          f"packed {args.packed}, dropout {args.dropout}, attn_dropout {args.attn_dropout}")
     print(f"{'layers x width x heads':>24} {'block':>6} {'batch':>6} {'params':>9} {'dtype':>9} {'tokens/s':>10} "
           f"{'chars/s':>10} {'MFU':>6}")
     for s in args.sizes:
         n_layer, n_embd, n_head, block, batch = map(int, s.split("x"))
         for dtype in args.dtypes:
             n, tps, mfu = bench(n_layer, n_embd, n_head, args.vocab_size, block, batch, args.steps, device, dtype,
-                                args.compile, args.packed, args.dropout)
+                                args.compile, args.packed, args.dropout, args.attn_dropout)
             print(f"{f'{n_layer} x {n_embd} x {n_head}':>24} {block:>6} {batch:>6} {n / 1e6:>8.2f}M {dtype:>9} "
                   f"{tps:>10,.0f} {tps * args.chars_per_token:>10,.0f} {f'{mfu:.1%}' if mfu else '-':>6}", flush=True)
 

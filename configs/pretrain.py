@@ -12,7 +12,7 @@ profile = hardware_profile()
 if profile == "gpu":      # the course's class of model (8 x 512, context 512), minutes on one 24 GB GPU
     n_layer, n_head, n_embd, block_size = 8, 8, 512, 512
     batch_size, gradient_accumulation_steps = 32, 1
-    dropout = 0.1
+    dropout = attn_dropout = 0.1
     learning_rate, min_lr, warmup_iters = 1e-3, 1e-4, 100
     # a budget in passes over the corpus, sized to it (train.auto_epochs): many over a small corpus, a few over
     # millions of tokens; 4,000 fixed steps were 700 passes over the default corpus before its re-telling was added

@@ -87,7 +87,7 @@ def trained(workdir):
                "--learning_rate=3e-3", "--warmup_iters=5", *TINY_MODEL, cwd=workdir)
     run_script("train.py", "--task=sft", "--dataset=tiny", "--out_dir=out/sft", "--init_from=out/pre",
                "--max_iters=60", "--eval_interval=30", "--learning_rate=3e-3", "--warmup_iters=5", *TINY_MODEL,
-               cwd=workdir)
+               "--attn_dropout=0.1", cwd=workdir)
     return workdir
 
 

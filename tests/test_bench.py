@@ -40,9 +40,9 @@ def test_char_baseline_without_a_step_budget_trains_for_its_minutes(tmp_path):
 
 def test_bench_train_times_a_packed_step_with_dropout(tmp_path):
     """The CPU SFT step of BENCHMARKS.md (packed rows, dropout) at a tiny size: it runs and reports a rate."""
-    proc = run_script("bench/bench_train.py", "--sizes", "1x32x2x16x2", "--vocab_size", "64", "--packed",
-                      "--dropout", "0.1", "--dtypes", "float32", "--steps", "2", cwd=tmp_path)
-    assert "packed True, dropout 0.1" in proc.stdout
+    proc = run_script("bench/bench_train.py", "--sizes", "1x32x2x16x2", "--vocab_size", "64", "--packed", "--dropout",
+                      "0.1", "--attn_dropout", "0.1", "--dtypes", "float32", "--steps", "2", cwd=tmp_path)
+    assert "packed True, dropout 0.1, attn_dropout 0.1" in proc.stdout
     row = proc.stdout.strip().splitlines()[-1].split()
     assert row[:3] == ["1", "x", "32"] and float(row[-3].replace(",", "")) > 0  # tokens/s
 

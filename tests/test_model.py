@@ -265,7 +265,7 @@ def test_cpu_keep_mask_is_even_over_the_random_words_lanes(p):
 def test_training_with_dropout_on_packed_rows_learns_on_the_cpu():
     """Dropout on the attention weights and the residual stream, on packed rows: the written-out CPU path trains
     (finite loss, gradients everywhere, the loss falls) and is random in training only."""
-    model = tiny(dropout=0.2)
+    model = tiny(dropout=0.2, attn_dropout=0.2)
     x = torch.randint(300, (2, 32), generator=torch.Generator().manual_seed(6))
     doc = torch.tensor([[0] * 12 + [1] * 20, [0] * 32])
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -281,4 +281,24 @@ def test_training_with_dropout_on_packed_rows_learns_on_the_cpu():
     model.eval()
     with torch.no_grad():
         a, b = (model(x[:, :-1], x[:, 1:], doc_ids=doc[:, :-1])[1].item() for _ in range(2))
+    assert a == b
+
+
+@pytest.mark.parametrize("dropout, attn_dropout", [(0.0, 0.5), (0.5, 0.0)])
+def test_each_dropout_rate_acts_alone_and_set_dropout_changes_both(dropout, attn_dropout, monkeypatch):
+    """attn_dropout alone goes through the written-out attention (random in training); dropout alone leaves the
+    attention to SDPA and still makes training random. set_dropout(0, 0) makes training deterministic again."""
+    import model as model_module
+    calls = []
+    written_out = model_module.attention_with_dropout
+    monkeypatch.setattr(model_module, "attention_with_dropout", lambda *a: calls.append(a[-1]) or written_out(*a))
+    model = tiny(dropout=dropout, attn_dropout=attn_dropout)
+    x = torch.randint(300, (2, 16), generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        a, b = (model(x[:, :-1], x[:, 1:])[1].item() for _ in range(2))
+        assert a != b
+        assert calls == ([attn_dropout] * 2 * model.config.n_layer if attn_dropout else [])
+        model.set_dropout(0.0, 0.0)
+        assert (model.config.dropout, model.config.attn_dropout) == (0.0, 0.0)
+        a, b = (model(x[:, :-1], x[:, 1:])[1].item() for _ in range(2))
     assert a == b

@@ -65,6 +65,8 @@ def test_resume_reproduces_the_uninterrupted_run(workdir):
 def test_sft_loss_only_on_answers_and_best_checkpoint(trained):
     info = json.loads((trained / "out/sft/best/config.json").read_text(encoding="utf-8"))
     assert info["task"] == "sft" and info["best_val_loss"] < 10
+    pretrained = json.loads((trained / "out/pre/latest/config.json").read_text(encoding="utf-8"))
+    assert pretrained["model"]["attn_dropout"] == 0.0 and info["model"]["attn_dropout"] == 0.1  # SFT's own rate
     rows = [json.loads(line) for line in open(trained / "out/sft/log.jsonl")]
     assert rows[-1]["train_loss"] < rows[0]["train_loss"]
     assert all(k in rows[0] for k in ("val_bpc", "lr", "tokens_per_sec", "chars_per_sec"))
