@@ -358,7 +358,7 @@ class GPT(nn.Module):
         return None, total / weights.sum().clamp(min=1.0)
 
     def use_flex(self, idx):
-        # FlexAttention has no dropout on the attention weights: with dropout on, SDPA's masked path runs instead
+        # FlexAttention has no dropout on the attention weights: with attn_dropout on, SDPA's masked path runs instead
         return self.packed_attention == "auto" and idx.device.type == "cuda" and not (self.training and
                                                                                    self.config.attn_dropout > 0)
 
