@@ -145,6 +145,9 @@ def pick_device(name="auto"):
 
 def cpu_has_native_bf16():
     """bf16 autocast doubles training speed on CPUs with bf16 units (AVX512-BF16, AMX); elsewhere it is slower."""
+    # torch's kernels may be capped below the hardware (ATEN_CPU_CAPABILITY=avx2 emulates a laptop): bf16 is then slow
+    if "AVX512" not in torch.backends.cpu.get_cpu_capability():
+        return False
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             flags = f.read()

@@ -67,6 +67,26 @@ def test_extra_single_fact_set_loads_and_stays_held_out():
         assert not [x for x in replies if all(any(a in x for a in alt) for alt in alts)], r["question"]
 
 
+def test_extra_minor_people_are_new_to_sft_and_test_and_give_no_corpus_only_fact_away():
+    """sft_extra/minor_people.jsonl: introductions of people the corpus names but no SFT or test question asks about."""
+    convs, recs, bad = load_conversations(os.path.join(DATA, "sft_extra", "minor_people.jsonl"))
+    assert not bad and len(convs) >= 60 and all(len(c) == 2 for c in convs)
+    corpus = "".join(read_text_file(f)[0] for f in glob.glob(os.path.join(DATA, "corpus", "kb_*.txt")))
+    sft, _, _ = load_conversations(os.path.join(DATA, "sft.jsonl"))
+    test, test_recs, _ = load_conversations(os.path.join(DATA, "test.jsonl"))
+    asked = "\n".join(t["content"] for c in sft + test for t in c if t["role"] == "user")
+    asked += "\n".join(k for r in test_recs for k in r.get("keys", []))
+    for c, r in zip(convs, recs):
+        name = r["name"]
+        assert name in c[0]["content"] and name in corpus and name not in asked, name
+        assert c[1]["content"].startswith(name) and 20 <= len(c[1]["content"]) <= 90
+    replies = [c[1]["content"] for c in convs]
+    # facts only the corpus states stay out of SFT: no reply holds all the keys of a corpus_only test question
+    for r in (r for r in test_recs if r.get("group") == "corpus_only" and r.get("keys")):
+        alts = [k.split("|") for k in r["keys"]]
+        assert not [x for x in replies if all(any(a in x for a in alt) for alt in alts)], r["question"]
+
+
 def test_extra_wordings_only_reword_sft_questions_and_stay_held_out():
     """sft_wordings.jsonl: new questions for the SFT set's own answers (no new answer, so no new fact), none equal
     to an SFT or test question, none asked twice."""
@@ -129,7 +149,8 @@ def all_texts():
     folders = ("corpus", "rewrites", "rewrites_extra", "val")
     files = [f for d in folders for f in sorted(glob.glob(os.path.join(DATA, d, "kb_*.txt")))]
     texts = [(f, read_text_file(f)[0]) for f in files]
-    for name in ("sft.jsonl", "test.jsonl", "sft_extra/single_facts.jsonl"):
+    extras = ("sft_extra/single_facts.jsonl", "sft_extra/minor_people.jsonl")
+    for name in ("sft.jsonl", "test.jsonl", *extras):
         convs, _, _ = load_conversations(os.path.join(DATA, name))
         texts += [(name, t["content"]) for c in convs for t in c if t["role"] == "assistant"]
     return [(src, s) for src, t in texts for s in re.split(r"(?<=[。！？\n])", t) if s.strip()]

@@ -302,3 +302,15 @@ def test_each_dropout_rate_acts_alone_and_set_dropout_changes_both(dropout, attn
         assert (model.config.dropout, model.config.attn_dropout) == (0.0, 0.0)
         a, b = (model(x[:, :-1], x[:, 1:])[1].item() for _ in range(2))
     assert a == b
+
+
+@pytest.mark.parametrize("capability", ["AVX2", "DEFAULT"])
+def test_bf16_is_not_chosen_when_torch_runs_below_avx512(capability, monkeypatch):
+    # ATEN_CPU_CAPABILITY=avx2 (how BENCHMARKS.md emulates a laptop) caps torch's kernels whatever /proc/cpuinfo says
+    import model
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert model.cpu_has_native_bf16() is False
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        flags = f.read()
+    assert model.cpu_has_native_bf16() == (" avx512_bf16" in flags or " amx_bf16" in flags)
