@@ -304,13 +304,13 @@ def test_each_dropout_rate_acts_alone_and_set_dropout_changes_both(dropout, attn
     assert a == b
 
 
-@pytest.mark.parametrize("capability", ["AVX2", "DEFAULT"])
-def test_bf16_is_not_chosen_when_torch_runs_below_avx512(capability, monkeypatch):
+@pytest.mark.parametrize("capability, flags, native", [
+    ("AVX512", "fpu avx512f avx512_bf16 amx_tile", True), ("AVX512", "fpu avx2 avx512f", False),
+    ("AVX2", "fpu avx512f avx512_bf16", False), ("DEFAULT", "fpu amx_bf16", False)])
+def test_bf16_is_chosen_only_where_the_cpu_and_torchs_kernels_both_have_it(capability, flags, native, monkeypatch):
     # ATEN_CPU_CAPABILITY=avx2 (how BENCHMARKS.md emulates a laptop) caps torch's kernels whatever /proc/cpuinfo says
+    import io
     import model
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
-    assert model.cpu_has_native_bf16() is False
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        flags = f.read()
-    assert model.cpu_has_native_bf16() == (" avx512_bf16" in flags or " amx_bf16" in flags)
+    monkeypatch.setattr(model, "open", lambda *a, **k: io.StringIO(f"flags\t\t: {flags}\n"), raising=False)
+    assert model.cpu_has_native_bf16() is native
