@@ -131,7 +131,7 @@ TRAIN_CONFIG_RANGES = {
     "weight_decay": _number(0), "beta1": _number(0, 1),
     "beta2": _number(0, 1), "grad_clip": _number(0), "optimizer": _one_of("adamw", "muon"),
     "task": _one_of("pretrain", "sft"), "sft_mix": _number(0, 1), "text_mix": _number(0, 1),
-    "prompt_loss_weight": _number(0),
+    "prompt_loss_weight": _number(0), "reply_start_tokens": _number(0), "reply_start_weight": _number(0),
     "block_size": _number(2), "n_layer": _number(1), "n_head": _number(1), "n_embd": _number(1),
     "n_kv_head": _number(0), "threads": _number(0),
 }

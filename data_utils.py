@@ -312,11 +312,14 @@ class ExamplePacker:
     epoch, in a new seeded order each epoch (rank r of `world` processes takes every world-th of that order).
     The oldest waiting example goes next if it fits the rest of the row, else the next waiting one that does (a
     lookahead of a few dozen keeps padding to a few percent); the row ends in padding when none fits. An
-    example longer than a row is cut at the row's end. state() captures everything, for an exact resume."""
+    example longer than a row is cut at the row's end. Replies weigh 1, the rest prompt_weight, and the first n
+    tokens of each reply reply_start's w. state() captures everything, for an exact resume."""
 
-    def __init__(self, data, row_len, seed, rank=0, world=1, pad_id=0, prompt_weight=0.0, lookahead=32):
+    def __init__(self, data, row_len, seed, rank=0, world=1, pad_id=0, prompt_weight=0.0, lookahead=32,
+                 reply_start=(0, 1.0)):
         self.data, self.row_len, self.seed, self.rank, self.world = data, row_len, seed, rank, world
         self.pad_id, self.prompt_weight, self.lookahead = pad_id, prompt_weight, lookahead
+        self.reply_start = reply_start
         if len(data) < world:
             raise DataError(f"{len(data)} examples cannot be shared among {world} processes")
         self.epoch, self.index, self.waiting, self._order = 0, 0, [], (None, None)
@@ -339,6 +342,17 @@ class ExamplePacker:
             self.epoch, self.index = self.epoch + 1, 0
         return i
 
+    def _weights(self, m):
+        """Loss weights of one example from its mask (1 on reply tokens)."""
+        w = np.where(m == 1, 1.0, self.prompt_weight)
+        n, head = self.reply_start
+        if n and head != 1.0:
+            reply, pos = m == 1, np.arange(len(m))
+            begins = reply & ~np.r_[False, reply[:-1]]
+            into_reply = pos - np.maximum.accumulate(np.where(begins, pos, 0))
+            w[reply & (into_reply < n)] = head
+        return w
+
     def rows(self, n):
         """(tokens, weights, doc ids), each (n, row_len)."""
         toks = torch.full((n, self.row_len), self.pad_id, dtype=torch.long)
@@ -357,7 +371,7 @@ class ExamplePacker:
                 t, m = self.data.example(self.waiting.pop(j))
                 k = min(len(t), room)
                 toks[r, filled:filled + k] = torch.from_numpy(t[:k])
-                weights[r, filled:filled + k] = torch.from_numpy(np.where(m[:k] == 1, 1.0, self.prompt_weight))
+                weights[r, filled:filled + k] = torch.from_numpy(self._weights(m[:k]))
                 docs[r, filled:filled + k] = doc
                 filled, doc = filled + k, doc + 1
             docs[r, filled:] = doc  # the padding is a document of its own, weighted 0

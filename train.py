@@ -51,6 +51,8 @@ tie_embeddings = True
 batch_size = 16              # rows of block_size tokens per micro-step on each process
 gradient_accumulation_steps = 1   # micro-steps per optimizer step, over all processes together
 prompt_loss_weight = 0.0     # SFT: weight of the loss on the rest of each example (questions), replies weigh 1
+reply_start_tokens = 0       # SFT: the first this many tokens of each reply weigh reply_start_weight in training
+reply_start_weight = 1.0     # (they choose which memorised answer follows); evaluation losses stay unweighted
 sft_mix = 0.0                # pretraining: this share of each batch's rows are packed SFT examples (loss on replies)
 sft_mix_extra = False        # True: those rows also draw the copies and --extra records that prepare_sft.py adds
 text_mix = 0.0               # SFT: this share of each batch's rows are corpus windows (train.bin), every token weighed
@@ -172,8 +174,9 @@ def build_data(cfg, tok, data_dir, rank, world):
     so evaluations compare), characters per token of each split, and training tokens per epoch and per step."""
     B, T, seed = cfg["batch_size"], cfg["block_size"], cfg["seed"]
 
-    def packer(data, packer_seed):
-        return ExamplePacker(data, T + 1, packer_seed, rank, world, tok.eot_id, cfg["prompt_loss_weight"])
+    def packer(data, packer_seed, reply_start=(0, 1.0)):
+        return ExamplePacker(data, T + 1, packer_seed, rank, world, tok.eot_id, cfg["prompt_loss_weight"],
+                             reply_start=reply_start)
     if cfg["task"] == "pretrain":
         meta = check_pretrain_data(data_dir)
         splits = {s: open_tokens(os.path.join(data_dir, f"{s}.bin")) for s in ("train", "val")}
@@ -208,7 +211,8 @@ def build_data(cfg, tok, data_dir, rank, world):
         if text_rows:
             check_pretrain_data(data_dir)
             corpus = open_tokens(os.path.join(data_dir, "train.bin"))
-        train = Batches(T, seed, corpus, text_rows, packer(data["train"], seed), B - text_rows)
+        reply_start = (cfg["reply_start_tokens"], cfg["reply_start_weight"])
+        train = Batches(T, seed, corpus, text_rows, packer(data["train"], seed, reply_start), B - text_rows)
         evals = {s: Batches(T, 12345, packer=packer(data[s], 12345), packed_rows=B) for s in data}
         # one pass over a small split is enough; more would only repeat examples
         eval_counts = {s: min(cfg["eval_iters"], math.ceil(int(data[s].lengths.sum()) / (B * (T + 1)))) for s in data}

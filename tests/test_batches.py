@@ -43,6 +43,23 @@ def test_packed_rows_hold_whole_examples_with_their_masks(tiny_data):
     assert (weights == 1).sum() / weights.numel() > 0.3  # little padding
 
 
+def test_the_first_tokens_of_every_reply_weigh_reply_start_weight(tiny_data):
+    data, _, tok = tiny_data
+    packer = ExamplePacker(data, 129, seed=0, pad_id=tok.eot_id, prompt_weight=0.25, reply_start=(3, 4.0))
+    toks, weights, docs = packer.rows(4)
+    examples = {tuple(data.example(i)[0].tolist()): data.example(i)[1].tolist() for i in range(len(data))}
+    replies = 0
+    for r in range(4):
+        for ids, w in unpack(toks[r], weights[r], docs[r]):
+            mask = examples[tuple(ids)]
+            since_reply_began = 0
+            for m, wi in zip(mask, w):
+                since_reply_began = since_reply_began + 1 if m == 1 else 0
+                replies += since_reply_began == 1
+                assert wi == (0.25 if m != 1 else 4.0 if since_reply_began <= 3 else 1.0)
+    assert replies >= 8 and (weights == 4.0).any() and (weights == 1.0).any()
+
+
 def test_every_example_once_per_epoch_and_ranks_split_it(tiny_data):
     data, _, _ = tiny_data
     seen = []

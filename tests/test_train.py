@@ -231,6 +231,23 @@ def test_pretraining_qa_rows_leave_out_the_extra_wordings(workdir, monkeypatch):
     assert len(qa) == n_all
 
 
+def test_reply_start_weights_reach_sft_training_batches_only(workdir, monkeypatch):
+    """reply_start_tokens/weight: SFT's training rows weigh each reply's first tokens more; its evaluation rows and
+    pretraining's Q&A rows keep every reply token at 1, so their losses compare with runs without the knob."""
+    import train
+    from tokenizer import Tokenizer
+    monkeypatch.chdir(workdir)
+    tok = Tokenizer.load("data/tiny/tokenizer.json")
+    knob = {"reply_start_tokens": 2, "reply_start_weight": 3.0, "block_size": 64, "batch_size": 4, "eval_iters": 2}
+    batches, evals, *_ = train.build_data({**train.DEFAULTS, **knob, "task": "sft", "dataset": "tiny"}, tok,
+                                          "data/tiny", 0, 1)
+    w = batches.next()["w"]
+    assert set(w.unique().tolist()) == {0.0, 1.0, 3.0}
+    assert all(set(e["w"].unique().tolist()) <= {0.0, 1.0} for split in evals.values() for e in split)
+    pre, *_ = train.build_data({**train.DEFAULTS, **knob, "dataset": "tiny", "sft_mix": 0.5}, tok, "data/tiny", 0, 1)
+    assert set(pre.next()["w"].unique().tolist()) <= {0.0, 1.0}
+
+
 def test_sft_replays_corpus_windows_beside_the_examples(workdir, monkeypatch):
     """text_mix: that share of each SFT batch's rows are corpus windows, every token weighed and plain causal; the
     rest are packed examples, and the epochs count examples only."""
