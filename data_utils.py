@@ -312,8 +312,8 @@ class ExamplePacker:
     epoch, in a new seeded order each epoch (rank r of `world` processes takes every world-th of that order).
     The oldest waiting example goes next if it fits the rest of the row, else the next waiting one that does (a
     lookahead of a few dozen keeps padding to a few percent); the row ends in padding when none fits. An
-    example longer than a row is cut at the row's end. Replies weigh 1, the rest prompt_weight, and the first n
-    tokens of each reply reply_start's w. state() captures everything, for an exact resume."""
+    example longer than a row is cut at the row's end. Replies weigh 1 (their first reply_start[0] tokens
+    reply_start[1]), the rest prompt_weight. state() captures everything, for an exact resume."""
 
     def __init__(self, data, row_len, seed, rank=0, world=1, pad_id=0, prompt_weight=0.0, lookahead=32,
                  reply_start=(0, 1.0)):
@@ -343,7 +343,8 @@ class ExamplePacker:
         return i
 
     def _weights(self, m):
-        """Loss weights of one example from its mask (1 on reply tokens)."""
+        """Loss weights of one example from its mask (1 on reply tokens). A reply's first tokens choose which
+        memorised answer follows, so they may weigh more than the easy rest."""
         w = np.where(m == 1, 1.0, self.prompt_weight)
         n, head = self.reply_start
         if n and head != 1.0:
