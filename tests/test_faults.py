@@ -132,8 +132,8 @@ BAD_TRAIN_VALUES = [("batch_size", 0), ("gradient_accumulation_steps", 0), ("eva
                     ("learning_rate", float("nan")), ("min_lr", -1e-4), ("dropout", 1.0), ("dropout", -0.1),
                     ("weight_decay", -0.1), ("beta1", 1.0), ("beta2", -0.5), ("grad_clip", -1.0),
                     ("optimizer", "sgd"), ("task", "rl"), ("sft_mix", 1.0), ("prompt_loss_weight", -1.0),
-                    ("reply_start_tokens", -1), ("reply_start_weight", -2.0), ("block_size", 1), ("n_layer", 0), ("n_head", 0), ("n_embd", 0), ("n_kv_head", -1),
-                    ("threads", -1)]
+                    ("reply_start_tokens", -1), ("reply_start_weight", -2.0), ("block_size", 1), ("n_layer", 0),
+                    ("n_head", 0), ("n_embd", 0), ("n_kv_head", -1), ("threads", -1)]
 
 
 @pytest.mark.parametrize("key,value", BAD_TRAIN_VALUES)
