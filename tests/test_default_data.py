@@ -3,6 +3,8 @@ import glob
 import os
 import re
 
+import pytest
+
 from conftest import REPO
 from data_utils import COURSE_QUESTIONS, load_conversations, read_text_file
 from eval_rouge import normalize_for_keys
@@ -96,10 +98,11 @@ def test_extra_minor_people_are_new_to_sft_and_test_and_give_no_corpus_only_fact
     assert not replies_holding_every_key(replies, corpus_only)
 
 
-def test_extra_wordings_only_reword_sft_questions_and_stay_held_out():
-    """sft_wordings.jsonl: new questions for the SFT set's own answers (no new answer, so no new fact), none equal
-    to an SFT or test question, none asked twice."""
-    convs, recs, bad = load_conversations(os.path.join(DATA, "sft_wordings.jsonl"))
+@pytest.mark.parametrize("name", ["sft_wordings.jsonl", "sft_extra/five_more_wordings.jsonl"])
+def test_extra_wordings_only_reword_sft_questions_and_stay_held_out(name):
+    """New questions for the SFT set's own answers (no new answer, so no new fact), none equal to an SFT question,
+    a test question or a question of the other wordings file, none asked twice."""
+    convs, recs, bad = load_conversations(os.path.join(DATA, name))
     assert not bad and len(convs) >= 4000 and all(len(c) == 2 for c in convs)
     sft, _, _ = load_conversations(os.path.join(DATA, "sft.jsonl"))
     sft_answers = {s[1]["content"] for s in sft if len(s) == 2}
@@ -109,13 +112,16 @@ def test_extra_wordings_only_reword_sft_questions_and_stay_held_out():
     assert not set(asked) & {norm(t["content"]) for c in sft for t in c if t["role"] == "user"}
     test, _, _ = load_conversations(os.path.join(DATA, "test.jsonl"))
     assert not set(asked) & {norm(c[0]["content"]) for c in test}
+    other = "sft_extra/five_more_wordings.jsonl" if name == "sft_wordings.jsonl" else "sft_wordings.jsonl"
+    others, _, _ = load_conversations(os.path.join(DATA, other))
+    assert not set(asked) & {norm(c[0]["content"]) for c in others}
 
 
 def test_a_yes_answer_only_answers_a_yes_or_no_question():
     """An answer that opens with 是的 or 不是 was written for a yes-or-no question; given to 一灯大师出家前是什么身份？
     it taught the model to say yes to a question that asks for a name."""
     yes_no = re.compile(r"吗|吧|是不是|有没有|会不会|能不能|算不算|对不对|是否|没有|是哪")
-    for name in ("sft.jsonl", "sft_wordings.jsonl"):
+    for name in ("sft.jsonl", "sft_wordings.jsonl", "sft_extra/five_more_wordings.jsonl"):
         convs, _, _ = load_conversations(os.path.join(DATA, name))
         for c in convs:
             turns = [t for t in c if t["role"] != "system"]
