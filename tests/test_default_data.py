@@ -45,6 +45,18 @@ def test_sft_set_loads_and_covers_what_was_promised():
         assert norm(q) in questions
 
 
+def test_a_single_turn_question_has_one_reply():
+    """Two single-turn records that ask one question with two replies leave the model to pick one at random (and one
+    of them was written for another question: 刀白凤是怎么死的？ got the answer about 段正淳's end). A conversation's
+    opener may reword a single-turn question's reply: giving those the single-turn reply cost `seen` 0.025
+    (BENCHMARKS.md), and a follow-up's reply rests on the turns before it."""
+    replies = {}
+    for name in ("sft.jsonl", "sft_wordings.jsonl", "sft_extra/five_more_wordings.jsonl"):
+        convs, _, _ = load_conversations(os.path.join(DATA, name))
+        for question, reply in [[t["content"] for t in c] for c in convs if len(c) == 2]:
+            assert replies.setdefault(norm(question), reply) == reply, (name, question)
+
+
 def test_test_set_is_held_out_and_has_both_groups():
     convs, recs, _ = load_conversations(os.path.join(DATA, "test.jsonl"))
     groups = [r["group"] for r in recs]
