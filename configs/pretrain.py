@@ -19,15 +19,16 @@ if profile == "gpu":      # the course's class of model (8 x 512, context 512), 
     # (it now reads both: 24 passes over 206k tokens, about 1.24 times the steps of 40 over 97k). Capped at 10 minutes.
     max_iters, epochs, max_seconds = 0, 0.0, 600.0
     eval_interval, eval_iters = 50, 20
-elif profile == "cpu":    # a 2-core laptop: about 9 minutes with bf16 units (AVX512-BF16/AMX)
+elif profile == "cpu":    # a 2-core laptop: about 6 minutes with bf16 units (AVX512-BF16/AMX)
     n_layer, n_head, n_embd, block_size = 6, 4, 256, 512
     batch_size, gradient_accumulation_steps = 8, 1
     dropout = 0.0
     learning_rate, min_lr, warmup_iters = 2e-3, 2e-4, 50
     # a step count, not a time budget: every machine trains as far, and reruns give the same model. Q&A rows cost
-    # more than text rows, so 40% of them at 620 steps take what a quarter at 700 did, and answer better (BENCHMARKS.md)
+    # more than text rows, so 40% of them at 620 steps took what a quarter at 700 did, and answered better; 480 steps
+    # pay for SFT's fifteen wordings an answer, which recall more (key-fact 0.481 against 0.464, BENCHMARKS.md)
     sft_mix = 0.4
-    max_iters, max_seconds = 620, 0.0
+    max_iters, max_seconds = 480, 0.0
     eval_interval, eval_iters = 100, 10
 else:                     # tiny: a smoke test of the pipeline in seconds
     n_layer, n_head, n_embd, block_size = 2, 2, 64, 128

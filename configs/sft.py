@@ -14,9 +14,9 @@ if profile == "gpu":
     block_size, batch_size = 512, 8
     dropout = attn_dropout = 0.1
     learning_rate, min_lr, warmup_iters = 1e-3, 1e-4, 30
-    max_iters, epochs, max_seconds = 0, 2.8, 300.0   # passes over the SFT examples (unmeasured with the ten wordings)
+    max_iters, epochs, max_seconds = 0, 2.8, 300.0   # passes over the SFT examples (unmeasured with the fifteen wordings)
     eval_interval, eval_iters = 50, 20
-elif profile == "cpu":    # about 6 minutes on a 2-core CPU; a fixed budget, as in pretraining
+elif profile == "cpu":    # about 8 minutes on a 2-core CPU with bf16; a fixed budget, as in pretraining
     block_size, batch_size = 256, 4   # about 20 examples a step
     # dropout on the attention weights too: without it SFT runs 30% faster with bf16 (4% in float32) and answers
     # about as well over three seeds, but one seed missed a course question (BENCHMARKS.md)
@@ -26,8 +26,8 @@ elif profile == "cpu":    # about 6 minutes on a 2-core CPU; a fixed budget, as 
     # the first tokens of a reply decide which memorised answer follows: weighing the first four of every reply
     # four times teaches the model to read the question (key-fact accuracy 0.464 against 0.419, three seeds)
     reply_start_tokens, reply_start_weight = 4, 4.0
-    # 2.9 passes over the examples (about 1,900 steps): prepare_sft.py writes the SFT set's records twice beside
-    # sft_wordings.jsonl's once: each answer, asked about 9 ways, is trained about 40 times (BENCHMARKS.md)
+    # 2.9 passes over the examples (about 2,500 steps): prepare_sft.py writes the SFT set's records twice beside
+    # sft_wordings.jsonl's once: each answer, asked about 15 ways, is trained about 55 times (BENCHMARKS.md)
     max_iters, epochs, max_seconds = 0, 2.9, 0.0
     eval_interval, eval_iters = 100, 10
 else:

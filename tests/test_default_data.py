@@ -51,7 +51,7 @@ def test_a_single_turn_question_has_one_reply():
     opener may reword a single-turn question's reply: giving those the single-turn reply cost `seen` 0.025
     (BENCHMARKS.md), and a follow-up's reply rests on the turns before it."""
     replies = {}
-    for name in ("sft.jsonl", "sft_wordings.jsonl", "sft_extra/five_more_wordings.jsonl"):
+    for name in ("sft.jsonl", "sft_wordings.jsonl"):
         convs, _, _ = load_conversations(os.path.join(DATA, name))
         for question, reply in [[t["content"] for t in c] for c in convs if len(c) == 2]:
             assert replies.setdefault(norm(question), reply) == reply, (name, question)
@@ -110,12 +110,11 @@ def test_extra_minor_people_are_new_to_sft_and_test_and_give_no_corpus_only_fact
     assert not replies_holding_every_key(replies, corpus_only)
 
 
-@pytest.mark.parametrize("name", ["sft_wordings.jsonl", "sft_extra/five_more_wordings.jsonl"])
-def test_extra_wordings_only_reword_sft_questions_and_stay_held_out(name):
-    """New questions for the SFT set's own answers (no new answer, so no new fact), none equal to an SFT question,
-    a test question or a question of the other wordings file, none asked twice."""
-    convs, recs, bad = load_conversations(os.path.join(DATA, name))
-    assert not bad and len(convs) >= 4000 and all(len(c) == 2 for c in convs)
+def test_extra_wordings_only_reword_sft_questions_and_stay_held_out():
+    """New questions for the SFT set's own answers (no new answer, so no new fact), none equal to an SFT question
+    or a test question, none asked twice."""
+    convs, recs, bad = load_conversations(os.path.join(DATA, "sft_wordings.jsonl"))
+    assert not bad and len(convs) >= 8000 and all(len(c) == 2 for c in convs)
     sft, _, _ = load_conversations(os.path.join(DATA, "sft.jsonl"))
     sft_answers = {s[1]["content"] for s in sft if len(s) == 2}
     assert all(c[1]["content"] in sft_answers for c in convs)
@@ -124,16 +123,13 @@ def test_extra_wordings_only_reword_sft_questions_and_stay_held_out(name):
     assert not set(asked) & {norm(t["content"]) for c in sft for t in c if t["role"] == "user"}
     test, _, _ = load_conversations(os.path.join(DATA, "test.jsonl"))
     assert not set(asked) & {norm(c[0]["content"]) for c in test}
-    other = "sft_extra/five_more_wordings.jsonl" if name == "sft_wordings.jsonl" else "sft_wordings.jsonl"
-    others, _, _ = load_conversations(os.path.join(DATA, other))
-    assert not set(asked) & {norm(c[0]["content"]) for c in others}
 
 
 def test_a_yes_answer_only_answers_a_yes_or_no_question():
     """An answer that opens with 是的 or 不是 was written for a yes-or-no question; given to 一灯大师出家前是什么身份？
     it taught the model to say yes to a question that asks for a name."""
     yes_no = re.compile(r"吗|吧|是不是|有没有|会不会|能不能|算不算|对不对|是否|没有|是哪")
-    for name in ("sft.jsonl", "sft_wordings.jsonl", "sft_extra/five_more_wordings.jsonl"):
+    for name in ("sft.jsonl", "sft_wordings.jsonl"):
         convs, _, _ = load_conversations(os.path.join(DATA, name))
         for c in convs:
             turns = [t for t in c if t["role"] != "system"]
