@@ -16,6 +16,7 @@ there), and attention with dropout on its weights is written out in float32, as 
 """
 import math
 import sys
+import time
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -143,17 +144,37 @@ def pick_device(name="auto"):
     return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
 
 
-def cpu_has_native_bf16():
-    """bf16 autocast doubles training speed on CPUs with bf16 units (AVX512-BF16, AMX); elsewhere it is slower."""
+CPU_BF16_MIN_SPEEDUP = 1.2  # dtype=auto takes bf16 on a CPU only when it is clearly faster: float32 is more exact
+
+
+def cpu_bf16_speedup():
+    """How many times faster bf16 matmuls run than float32 ones on this CPU; None where it has no bf16 units.
+    The flags do not tell: with AVX512-BF16, bf16 autocast doubled training speed on an AMD EPYC but ran at 0.6x
+    on a Xeon without AMX (BENCHMARKS.md), so a matmul of a small model's shape is timed in both types (~0.2 s)."""
     # torch's kernels may be capped below the hardware (ATEN_CPU_CAPABILITY=avx2 emulates a laptop): bf16 is then slow
     if "AVX512" not in torch.backends.cpu.get_cpu_capability():
-        return False
+        return None
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             flags = f.read()
     except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+        return None
+    if " avx512_bf16" not in flags and " amx_bf16" not in flags:
+        return None
+    return _matmul_seconds(torch.float32) / _matmul_seconds(torch.bfloat16)
+
+
+def _matmul_seconds(dtype, rows=2048, width=256, rounds=3, reps=5):
+    """Best of a few timings of a (rows, width) x (width, 4 width) matmul, the size of a small model's MLP."""
+    x, w = torch.randn(rows, width).to(dtype), torch.randn(width, 4 * width).to(dtype)
+    x @ w  # the first call sets up the kernel
+    best = float("inf")
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            x @ w
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def gpu_peak_flops():

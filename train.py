@@ -28,7 +28,7 @@ from configurator import ConfigError, check_train_config, hardware_profile, load
 from data_utils import (Batches, ExamplePacker, Prefetcher, SFTData, check_pretrain_data, open_tokens,
                         read_json)
 from errors import run_main
-from model import GPT, GPTConfig, cpu_has_native_bf16, gpu_peak_flops, pick_device
+from model import CPU_BF16_MIN_SPEEDUP, GPT, GPTConfig, cpu_bf16_speedup, gpu_peak_flops, pick_device
 from plotting import plot_runs
 from runlog import append_row, truncate_log
 from tokenizer import Tokenizer
@@ -73,7 +73,7 @@ eval_iters = 20
 log_interval = 10
 # system
 device = "auto"              # auto, cpu, cuda, cuda:1, mps
-dtype = "auto"               # auto: bf16 on CUDA (fp16 if unsupported) and on CPUs with bf16 units; else fp32
+dtype = "auto"               # auto: bf16 on CUDA (fp16 if unsupported) and on CPUs where it times faster; else fp32
 compile = True               # torch.compile the model (CUDA only: on CPU the warm-up costs more than it saves)
 threads = 0                  # CPU threads; 0 means all cores (shared out among local processes under torchrun)
 seed = 1337
@@ -113,12 +113,16 @@ def setup_system(cfg):
     if device_type == "cpu":
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         torch.set_num_threads(cfg["threads"] or max(1, (os.cpu_count() or 1) // local_world))
-    dt = cfg["dtype"]
+    dt, bf16_speedup = cfg["dtype"], None
     if dt == "auto":
         if device_type == "cuda":
             dt = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         else:
-            dt = "bfloat16" if device_type == "cpu" and cpu_has_native_bf16() else "float32"
+            bf16_speedup = cpu_bf16_speedup() if device_type == "cpu" else None
+            use_bf16 = torch.tensor(int((bf16_speedup or 0) > CPU_BF16_MIN_SPEEDUP))
+            if ddp:  # each process timed for itself: all agree on bf16 or none uses it
+                dist.all_reduce(use_bf16, op=dist.ReduceOp.MIN)
+            dt = "bfloat16" if use_bf16.item() else "float32"
     if dt not in ("float32", "bfloat16", "float16"):
         raise ConfigError(f"dtype={dt!r}: expected auto, float32, bfloat16 or float16")
     ctx = nullcontext() if dt == "float32" else torch.autocast(device_type=device_type, dtype=getattr(torch, dt))
@@ -127,7 +131,7 @@ def setup_system(cfg):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return dict(ddp=ddp, rank=rank, world=world, device=dev, device_type=device_type, dtype=dt, ctx=ctx,
-                scaler=scaler, master=rank == 0)
+                scaler=scaler, master=rank == 0, bf16_speedup=bf16_speedup)
 
 
 def check_out_dir(cfg):
@@ -261,7 +265,8 @@ def main():
         cfg["epochs"] = cfg["epochs"] or auto_epochs(per_epoch)
         cfg["max_iters"] = max(1, math.ceil(cfg["epochs"] * per_epoch / per_step))
     model.to(system["device"])
-    log(f"profile {cfg['profile']} | device {system['device']} {system['dtype']} | {world} process(es) | "
+    timed = "" if system["bf16_speedup"] is None else f" (bf16 matmuls {system['bf16_speedup']:.2f}x float32's)"
+    log(f"profile {cfg['profile']} | device {system['device']} {system['dtype']}{timed} | {world} process(es) | "
         f"model {model.num_params() / 1e6:.2f}M parameters ({model.config.n_layer} layers, {model.config.n_embd} "
         f"wide, vocab {model.config.vocab_size}) | task {cfg['task']} on data/{cfg['dataset']} | "
         f"{cfg['max_iters']} steps, {cfg['max_iters'] * per_step / per_epoch:.1f} epochs")

@@ -29,7 +29,7 @@ from tqdm import tqdm
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data_utils import list_text_files, read_text_file, split_document  # noqa: E402
 from fsutil import atomic_write  # noqa: E402
-from model import GPT, GPTConfig, cpu_has_native_bf16  # noqa: E402
+from model import CPU_BF16_MIN_SPEEDUP, GPT, GPTConfig, cpu_bf16_speedup  # noqa: E402
 
 
 def char_ids(paths, val_fraction):
@@ -176,7 +176,7 @@ def main():
                               n_embd=args.width))
         lr = args.lr or 2e-3
         opt = model.optimizers("adamw", lr, 0.1, (0.9, 0.95), "cpu")[0]
-    bf16 = cpu_has_native_bf16()
+    bf16 = (cpu_bf16_speedup() or 0) > CPU_BF16_MIN_SPEEDUP  # as train.py's dtype=auto
     gen, val_gen = torch.Generator().manual_seed(args.seed), torch.Generator().manual_seed(12345)
     val_batches = [windows(val_ids, val_gen, args.batch, args.block) for _ in range(args.eval_batches)]
     budget, warmup = args.minutes * 60, 50

@@ -118,3 +118,14 @@ def test_book_questions_are_new_and_each_has_a_right_sft_answer(trained):
     assert proc.stdout.strip().endswith(f"/{len(QUESTIONS)} whole-book questions reach the right answer")
     n_wrong = sum(line.startswith("  WRONG  ") for line in proc.stdout.splitlines())
     assert n_right + n_wrong == len(QUESTIONS)  # every question is either counted right or shown wrong
+
+
+def test_reply_prefixes_finds_where_replies_part(workdir):
+    """bench/reply_prefixes.py: the positions where replies sharing a prefix take different next tokens."""
+    import importlib
+    reply_prefixes = importlib.import_module("bench.reply_prefixes")
+    a, b, c = (1, 2, 3, 4), (1, 2, 5, 6), (7, 8)
+    assert reply_prefixes.branch_positions({a, b, c}) == {a: [0, 2], b: [0, 2], c: [0]}
+    proc = run_script("bench/reply_prefixes.py", "--dataset", "tiny", "--first", "1", cwd=workdir)
+    n = int(proc.stdout.split(" distinct replies")[0])
+    assert n >= 2 and "beyond the first 1 tokens:" in proc.stdout

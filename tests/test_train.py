@@ -194,6 +194,17 @@ def test_a_budget_in_epochs_follows_the_data(workdir):
     assert train.auto_epochs(10_000) == 40 and train.auto_epochs(2_000_000) < 6 < train.auto_epochs(1_000_000)
 
 
+@pytest.mark.parametrize("speedup, chosen", [(0.6, "float32"), (1.1, "float32"), (2.0, "bfloat16"),
+                                               (None, "float32")])
+def test_auto_dtype_on_the_cpu_takes_bf16_only_where_it_timed_clearly_faster(speedup, chosen, monkeypatch):
+    import train
+    monkeypatch.setattr(train, "cpu_bf16_speedup", lambda: speedup)
+    threads = torch.get_num_threads()  # setup_system sets it: keep this process's
+    system = train.setup_system({"device": "cpu", "threads": threads, "dtype": "auto"})
+    assert (system["dtype"], system["bf16_speedup"]) == (chosen, speedup)
+    assert train.setup_system({"device": "cpu", "threads": threads, "dtype": "bfloat16"})["dtype"] == "bfloat16"
+
+
 def test_train_and_val_losses_are_measured_alike(workdir, monkeypatch):
     """With Q&A mixed into pretraining, the logged train loss is still on corpus windows, like val."""
     import train
