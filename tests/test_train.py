@@ -121,11 +121,12 @@ def test_two_process_torchrun_on_cpu_trains_and_ranks_agree(workdir):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     proc = subprocess.run(torchrun + [os.path.join(REPO, "train.py"), *RUN, "--out_dir=out/ddp", "--max_iters=6",
                                       "--gradient_accumulation_steps=2", "--threads=1", "--eval_interval=3",
-                                      "--sft_mix=0.5"],
+                                      "--sft_mix=0.5", "--dtype=auto"],  # auto: the ranks agree on a dtype
                           cwd=workdir, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 process(es)" in proc.stdout + proc.stderr
+    assert json.loads((workdir / "out/ddp/latest/config.json").read_text())["dtype"] in ("float32", "bfloat16")
     rows = [json.loads(line) for line in open(workdir / "out/ddp/log.jsonl")]
     assert [r["step"] for r in rows] == [0, 3, 6]  # only rank 0 logs
     state = torch.load(workdir / "out/ddp/latest/trainer_state.pt", weights_only=True)
