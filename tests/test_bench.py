@@ -47,6 +47,18 @@ def test_bench_train_times_a_packed_step_with_dropout(tmp_path):
     assert row[:3] == ["1", "x", "32"] and float(row[-3].replace(",", "")) > 0  # tokens/s
 
 
+def test_profile_cpu_times_matmuls_profiles_both_steps_and_the_loss_chunks(tmp_path):
+    proc = run_script("bench/profile_cpu.py", "--layers", "1", "--width", "32", "--heads", "2", "--vocab", "256",
+                      "--rows", "32", "--steps", "1", cwd=tmp_path)
+    out = proc.stdout
+    rates = [float(line.split(": ")[1].split()[0]) for line in out.splitlines() if line.startswith("matmul (")]
+    assert len(rates) == 4 and all(r > 0 for r in rates)
+    assert "pretraining step (8 x 32)" in out and "packed SFT step (4 x 16)" in out
+    assert out.count("aten::mm") >= 2  # one profiler table for each kind of step
+    assert [line.split(" chunks of ")[1].split(":")[0] for line in out.splitlines() if " chunks of " in line] == \
+        ["2048", "1024", "512", "256"]
+
+
 def test_corpus_loss_is_lower_for_the_model_that_read_the_corpus(trained):
     """bench/corpus_loss.py: the pretrained tiny model models its corpus better than a uniform guess does."""
     proc = run_script("bench/corpus_loss.py", "out/pre/latest", "--dataset", "tiny", "--windows", "4",
