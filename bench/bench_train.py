@@ -22,8 +22,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from model import GPT, GPTConfig, gpu_peak_flops  # noqa: E402
 
 
-def bench(n_layer, n_embd, n_head, vocab, block, batch, steps, device, dtype, compile_model, packed, dropout=0.0,
-          attn_dropout=0.0):
+def training_step(n_layer, n_embd, n_head, vocab, block, batch, device, dtype, compile_model=False, packed=False,
+                  dropout=0.0, attn_dropout=0.0):
+    """(model, step): one full optimizer step on random ids, as train.py takes it (bench/profile_cpu.py uses it too).
+    step() returns the loss without waiting for the device."""
     torch.manual_seed(0)
     raw = GPT(GPTConfig(vocab_size=vocab, block_size=block, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                         dropout=dropout, attn_dropout=attn_dropout)).to(device)
@@ -33,17 +35,28 @@ def bench(n_layer, n_embd, n_head, vocab, block, batch, steps, device, dtype, co
     y = torch.randint(vocab, (batch, block), device=device)
     doc = (torch.arange(block, device=device) * 8 // block).expand(batch, block) if packed else None
     w = torch.ones(batch, block, device=device) if packed else None
+
+    def step():
+        with torch.autocast(device, dtype=getattr(torch, dtype), enabled=dtype != "float32"):
+            _, loss = model(x, y, w, doc_ids=doc)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+    return raw, step
+
+
+def bench(n_layer, n_embd, n_head, vocab, block, batch, steps, device, dtype, compile_model, packed, dropout=0.0,
+          attn_dropout=0.0):
+    raw, step = training_step(n_layer, n_embd, n_head, vocab, block, batch, device, dtype, compile_model, packed,
+                              dropout, attn_dropout)
     warmup = 3 if compile_model else 2
     for i in range(steps + warmup):
         if i == warmup:
             if device == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-        with torch.autocast(device, dtype=getattr(torch, dtype), enabled=dtype != "float32"):
-            _, loss = model(x, y, w, doc_ids=doc)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        loss = step()
     loss.item()  # waits for the device
     dt = time.perf_counter() - t0
     tps = batch * block * steps / dt

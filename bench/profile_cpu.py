@@ -7,7 +7,7 @@ pretraining step and of a packed SFT step, and the chunked loss at several chunk
 
 GFLOP/s is 2·m·k·n over the best of three rounds; compare it with the CPU's peak (cores × FMA units × lanes × 2 ×
 clock). Random token ids: the time does not depend on the text. The pretraining step puts every position in the
-loss, as the corpus rows do; the SFT step packs five documents a row with both dropouts, as configs/sft.py does.
+loss, as the corpus rows do; the SFT step packs eight documents a row with both dropouts, as configs/sft.py does.
 """
 import argparse
 import os
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from bench_train import training_step  # noqa: E402  (this script's folder is on the path when run)
 from model import GPT, GPTConfig, LinearCrossEntropy  # noqa: E402
 
 
@@ -41,25 +42,13 @@ def matmul_rates(rows, width, hidden, vocab, dtype):
         print(f"matmul ({m} x {k}) x ({k} x {n}) {str(dtype)[6:]}: {rate:.1f} GFLOP/s", flush=True)
 
 
-def profile_steps(name, config, batch, block, packed, steps, dtype):
-    model = GPT(config)
-    model.train()
-    opt = model.optimizers("adamw", 1e-3, 0.1, (0.9, 0.95), "cpu")[0]
-    x, y = torch.randint(config.vocab_size, (2, batch, block))
-    doc = (torch.arange(block) * 5 // block).expand(batch, block) if packed else None
-    weights = torch.ones(batch, block) if packed else None
-
-    def step():
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-            _, loss = model(x, y, weights, doc_ids=doc)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    step()
-    seconds = best_seconds(step, rounds=1, reps=steps)
+def profile_steps(name, args, batch, block, packed, dropout, dtype):
+    _, step = training_step(args.layers, args.width, args.heads, args.vocab, block, batch, "cpu", dtype,
+                            packed=packed, dropout=dropout, attn_dropout=dropout)
+    seconds = best_seconds(step, rounds=1, reps=args.steps)
     print(f"\n{name} step ({batch} x {block}): {seconds:.3f} s, {batch * block / seconds:,.0f} tokens/s", flush=True)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
+        for _ in range(args.steps):
             step()
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12), flush=True)
 
@@ -86,18 +75,15 @@ def main():
     ap.add_argument("--steps", type=int, default=3, help="steps timed and profiled for each kind")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = ap.parse_args()
-    dtype = getattr(torch, args.dtype)
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, capability "
           f"{torch.backends.cpu.get_cpu_capability()}", flush=True)
-    config = GPTConfig(vocab_size=args.vocab, block_size=args.rows, n_layer=args.layers, n_head=args.heads,
-                       n_embd=args.width)
-    matmul_rates(8 * args.rows, args.width, config.mlp_hidden, args.vocab, dtype)
-    profile_steps("pretraining", config, 8, args.rows, False, args.steps, dtype)
-    sft = GPTConfig(**{**config.to_dict(), "dropout": 0.1, "attn_dropout": 0.1})
-    profile_steps("packed SFT", sft, 4, args.rows // 2, True, args.steps, dtype)
+    hidden = GPTConfig(n_embd=args.width, n_head=args.heads).mlp_hidden
+    matmul_rates(8 * args.rows, args.width, hidden, args.vocab, getattr(torch, args.dtype))
+    profile_steps("pretraining", args, 8, args.rows, False, 0.0, args.dtype)
+    profile_steps("packed SFT", args, 4, args.rows // 2, True, 0.1, args.dtype)
     print()
-    loss_chunks(8 * args.rows, args.width, args.vocab, [2048, 1024, 512, 256])
+    loss_chunks(8 * args.rows, args.width, args.vocab, [GPT.loss_chunk_rows, 1024, 512, 256])
 
 
 if __name__ == "__main__":
