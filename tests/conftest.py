@@ -5,6 +5,7 @@ repository's data/ or out/.
 """
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -12,6 +13,12 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+# Under pytest-xdist (-n auto) each worker takes its share of the cores for the torch work it does in-process, so
+# that the workers do not fight over them; the scripts the tests start pick their own threads.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    import torch
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 PEOPLE = [("郭靖", "射雕英雄传", "江南七怪和洪七公", "降龙十八掌", "黄蓉"),
           ("杨过", "神雕侠侣", "小龙女", "黯然销魂掌", "小龙女"),
@@ -89,6 +96,13 @@ def trained(workdir):
                "--max_iters=60", "--eval_interval=30", "--learning_rate=3e-3", "--warmup_iters=5", *TINY_MODEL,
                "--attn_dropout=0.1", cwd=workdir)
     return workdir
+
+
+def free_port():
+    """A port nothing listens on now, for a server under test (workers of -n auto each ask their own)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def user_error(proc):

@@ -1,7 +1,6 @@
 """app.py: the gradio chat answered through gradio_client, and once through a real browser."""
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -10,13 +9,7 @@ import urllib.request
 
 import pytest
 
-from conftest import REPO
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import REPO, free_port
 
 
 def start_app(cwd, *args):

@@ -2,7 +2,6 @@
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -12,18 +11,12 @@ import httpx
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import REPO, free_port
 
 openai = pytest.importorskip("openai")
 
 QUESTION = [{"role": "user", "content": "郭靖的师父是谁？"}]
 GREEDY = {"temperature": 0, "max_tokens": 40, "extra_body": {"repetition_penalty": 1.0}}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
