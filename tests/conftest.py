@@ -16,9 +16,10 @@ sys.path.insert(0, REPO)
 
 # Under pytest-xdist (-n auto) each worker takes its share of the cores for the torch work it does in-process, so
 # that the workers do not fight over them; the scripts the tests start pick their own threads.
-if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if XDIST_WORKERS > 1:
     import torch
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // XDIST_WORKERS))
 
 PEOPLE = [("郭靖", "射雕英雄传", "江南七怪和洪七公", "降龙十八掌", "黄蓉"),
           ("杨过", "神雕侠侣", "小龙女", "黯然销魂掌", "小龙女"),
