@@ -141,3 +141,20 @@ def test_reply_prefixes_finds_where_replies_part(workdir):
     proc = run_script("bench/reply_prefixes.py", "--dataset", "tiny", "--first", "1", cwd=workdir)
     n = int(proc.stdout.split(" distinct replies")[0])
     assert n >= 2 and "beyond the first 1 tokens:" in proc.stdout
+
+
+def test_fullname_text_names_the_sections_person_only(tmp_path):
+    """bench/fullname_text.py: a sentence-opening pronoun of the section's person becomes the name; a pronoun for
+    someone else, a pronoun inside a sentence, a group section and a story file stay as they were."""
+    src = tmp_path / "src"
+    src.mkdir()
+    people = ("【黄蓉（《神雕侠侣》中）】\n\n黄蓉是黄药师的女儿。她聪明伶俐。她嫁给郭靖，他忠厚老实。\n\n"
+              "【四大恶人】\n\n他们横行江湖。他排行第一。\n")
+    (src / "kb_people.txt").write_text(people, encoding="utf-8")
+    (src / "kb_story.txt").write_text("【华山论剑】\n\n他赢了。\n", encoding="utf-8")
+    proc = run_script("bench/fullname_text.py", "src", "dst", cwd=tmp_path)
+    assert "2 pronouns replaced" in proc.stdout
+    out = (tmp_path / "dst" / "kb_people.txt").read_text(encoding="utf-8")
+    assert "黄蓉聪明伶俐。黄蓉嫁给郭靖，他忠厚老实。" in out
+    assert out.endswith("【四大恶人】\n\n他们横行江湖。他排行第一。\n")
+    assert (tmp_path / "dst" / "kb_story.txt").read_text(encoding="utf-8") == "【华山论剑】\n\n他赢了。\n"
