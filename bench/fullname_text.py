@@ -8,9 +8,15 @@ pronoun for someone else is left alone. Group sections (人物, 四大恶人, X�
     python bench/fullname_text.py data/jinyong/corpus data/jinyong_fn/corpus
     python bench/fullname_text.py data/jinyong/rewrites data/jinyong_fn/rewrites
 """
-import pathlib
+import argparse
+import os
 import re
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from data_utils import list_text_files, read_text_file  # noqa: E402
+from errors import run_main  # noqa: E402
+from fsutil import atomic_output_dir  # noqa: E402
 
 GROUP = re.compile(r"人物|七子|八友|四大|五绝|氏$|夫妇|兄弟|护卫|恶人|外号|结局|关系|情侣|[与和、]|岛|派|帮|教")
 SENTENCE_START = r"(^|[。！？；\n])"
@@ -39,14 +45,22 @@ def name_people(text):
     return "".join(parts), count
 
 
-if __name__ == "__main__":
-    src, dst = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-    dst.mkdir(parents=True, exist_ok=True)
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("src", help="folder of corpus .txt files")
+    parser.add_argument("dst", help="folder to write the copy to (its files are replaced together)")
+    args = parser.parse_args()
     total = 0
-    for f in sorted(src.glob("*.txt")):
-        text = f.read_text(encoding="utf-8")
-        if "_people" in f.name:
-            text, n = name_people(text)
-            total += n
-        (dst / f.name).write_text(text, encoding="utf-8")
-    print(f"{dst}: {total} pronouns replaced by names")
+    with atomic_output_dir(args.dst) as tmp:
+        for path in list_text_files([args.src]):
+            text, _ = read_text_file(path)
+            if "_people" in os.path.basename(path):
+                text, n = name_people(text)
+                total += n
+            with open(os.path.join(tmp, os.path.basename(path)), "w", encoding="utf-8") as f:
+                f.write(text)
+    print(f"{args.dst}: {total} pronouns replaced by names")
+
+
+if __name__ == "__main__":
+    run_main(main)
