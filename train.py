@@ -134,6 +134,18 @@ def setup_system(cfg):
                 scaler=scaler, master=rank == 0, bf16_speedup=bf16_speedup)
 
 
+def muon_speed_note(cfg, system):
+    """torch.optim.Muon orthogonalises each update in bf16; a CPU without fast bf16 units emulates it, and its
+    steps then cost several times AdamW's (7.7x on two AVX2 cores, BENCHMARKS.md): say so before the wait."""
+    if cfg["optimizer"] != "muon" or system["device_type"] != "cpu":
+        return None
+    speedup = system["bf16_speedup"] if cfg["dtype"] == "auto" else cpu_bf16_speedup()
+    if (speedup or 0) >= 1:
+        return None
+    return ("note: optimizer=muon orthogonalises each update in bfloat16, which this CPU runs slower than float32: "
+            "expect steps several times slower than with AdamW (the CPU default), see BENCHMARKS.md")
+
+
 def check_out_dir(cfg):
     """A from-scratch run must not silently replace an earlier run's checkpoints and log."""
     if cfg["init_from"] == "resume" or cfg["overwrite"]:
@@ -270,6 +282,8 @@ def main():
         f"model {model.num_params() / 1e6:.2f}M parameters ({model.config.n_layer} layers, {model.config.n_embd} "
         f"wide, vocab {model.config.vocab_size}) | task {cfg['task']} on data/{cfg['dataset']} | "
         f"{cfg['max_iters']} steps, {cfg['max_iters'] * per_step / per_epoch:.1f} epochs")
+    if note := muon_speed_note(cfg, system):
+        log(note)
     optimizers = model.optimizers(cfg["optimizer"], cfg["learning_rate"], cfg["weight_decay"],
                                   (cfg["beta1"], cfg["beta2"]), device_type)
     for opt in optimizers:  # the schedule scales each group's own peak LR

@@ -47,6 +47,13 @@ def test_bench_train_times_a_packed_step_with_dropout(tmp_path):
     assert row[:3] == ["1", "x", "32"] and float(row[-3].replace(",", "")) > 0  # tokens/s
 
 
+def test_bench_train_compares_optimizers(tmp_path):
+    proc = run_script("bench/bench_train.py", "--sizes", "1x32x2x16x2", "--vocab_size", "64", "--dtypes", "float32",
+                      "--optimizers", "adamw", "muon", "--steps", "2", cwd=tmp_path)
+    rows = [line.split() for line in proc.stdout.strip().splitlines()[-2:]]
+    assert [r[-4] for r in rows] == ["adamw", "muon"] and all(float(r[-3].replace(",", "")) > 0 for r in rows)
+
+
 def test_profile_cpu_times_matmuls_profiles_both_steps_and_the_loss_chunks(tmp_path):
     proc = run_script("bench/profile_cpu.py", "--layers", "1", "--width", "32", "--heads", "2", "--vocab", "256",
                       "--rows", "32", "--steps", "1", cwd=tmp_path)
@@ -80,6 +87,17 @@ def test_recall_keys_counts_the_keys_it_finds_in_the_corpus(trained):
     assert lines[1].split()[1:] == ["seen"]
     share = float(lines[2].split()[1])
     assert lines[2].startswith("out/pre/latest") and 0.0 <= share <= 1.0
+    # with the chat answers: each found key counted once, as recalled or not, and the answer's hit with it
+    write_jsonl(trained / "answers.jsonl", [
+        {"question": "郭靖最擅长什么？", "reference": "降龙十八掌。", "answers": {"m": {"answer": "他最擅长降龙十八掌。"}}},
+        {"question": "谁是虚竹？", "reference": "虚竹是少林僧人。", "answers": {"m": {"answer": "不知道。"}}}])
+    proc = run_script("bench/recall_keys.py", "out/pre/latest", "--test", "keys.jsonl", "--corpus",
+                      "data/tiny/corpus", "--context", "20", "--answers", "answers.jsonl", cwd=trained)
+    split = [line.split("answers hold ")[1].split()[0] for line in proc.stdout.splitlines() if "answers hold" in line]
+    assert len(split) == 2 and sorted(split) == ["0/0", "1/1"]
+    bad = run_script("bench/recall_keys.py", "out/pre/latest", "--test", "keys.jsonl", "--answers", "keys.jsonl",
+                     cwd=trained, check=False)
+    assert bad.returncode != 0 and "keys.jsonl:1" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_lookup_baseline_answers_with_the_nearest_training_question(tmp_path):

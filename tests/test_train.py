@@ -206,6 +206,20 @@ def test_auto_dtype_on_the_cpu_takes_bf16_only_where_it_timed_clearly_faster(spe
     assert train.setup_system({"device": "cpu", "threads": threads, "dtype": "bfloat16"})["dtype"] == "bfloat16"
 
 
+@pytest.mark.parametrize("optimizer, device_type, speedup, noted", [
+    ("muon", "cpu", None, True), ("muon", "cpu", 0.6, True), ("muon", "cpu", 2.0, False),
+    ("adamw", "cpu", None, False), ("muon", "cuda", None, False)])
+def test_muon_on_a_cpu_without_fast_bf16_warns_that_its_steps_are_slow(optimizer, device_type, speedup, noted,
+                                                                       monkeypatch):
+    import train
+    monkeypatch.setattr(train, "cpu_bf16_speedup", lambda: speedup)
+    for dtype in ("auto", "float32"):  # auto has timed bf16 already; an explicit dtype times it for the note
+        system = {"device_type": device_type, "bf16_speedup": speedup if dtype == "auto" else None}
+        note = train.muon_speed_note({"optimizer": optimizer, "dtype": dtype}, system)
+        assert (note is not None) == noted
+        assert note is None or "bfloat16" in note and "AdamW" in note
+
+
 def test_train_and_val_losses_are_measured_alike(workdir, monkeypatch):
     """With Q&A mixed into pretraining, the logged train loss is still on corpus windows, like val."""
     import train
