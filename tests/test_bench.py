@@ -2,6 +2,7 @@
 corpus loss; and that the training-throughput benchmark runs the SFT-shaped step it documents."""
 import json
 import math
+import re
 
 from conftest import run_script, write_jsonl
 
@@ -159,6 +160,29 @@ def test_reply_prefixes_finds_where_replies_part(workdir):
     proc = run_script("bench/reply_prefixes.py", "--dataset", "tiny", "--first", "1", cwd=workdir)
     n = int(proc.stdout.split(" distinct replies")[0])
     assert n >= 2 and "beyond the first 1 tokens:" in proc.stdout
+
+
+def test_permute_text_shuffles_whole_sentences_within_each_section(tmp_path):
+    """bench/permute_text.py: the same sentences in each section (a quotation kept whole), in another order that
+    --seed changes and a rerun repeats; headers stay where they were."""
+    src = tmp_path / "src"
+    src.mkdir()
+    first = ["郭靖生于蒙古。", "他学了降龙十八掌。", "洪七公说：“好小子。你学得快！”", "他娶了黄蓉？", "后来守襄阳。",
+             "他有三个孩子。"]
+    second = ["杨过断了一臂。", "他练成玄铁剑法。"]
+    text = f"【郭靖】\n\n{''.join(first[:3])}\n\n{''.join(first[3:])}\n\n【杨过】\n\n{''.join(second)}\n"
+    (src / "kb.txt").write_text(text, encoding="utf-8")
+    outs = []
+    for seed in ("0", "0", "1"):
+        run_script("bench/permute_text.py", "src", "dst", "--seed", seed, cwd=tmp_path)
+        outs.append((tmp_path / "dst" / "kb.txt").read_text(encoding="utf-8"))
+    assert outs[0] == outs[1] and outs[0] != outs[2]
+    for out in outs:
+        head, body_a, body_b = re.split(r"【郭靖】|【杨过】", out)
+        assert head == "" and len([p for p in body_a.split("\n") if p]) == 2
+        assert sorted(s for s in first if s in body_a) == sorted(first)
+        assert len(body_a.replace("\n", "")) == len("".join(first)) and all(s in body_b for s in second)
+    assert any("".join(first) not in o.replace("\n", "") for o in outs)
 
 
 def test_fullname_text_names_the_sections_person_only(tmp_path):
