@@ -4,7 +4,7 @@ Allen-Zhu & Li (Physics of Language Models, Part 3.1) found facts easier to extr
 model reads state them in different sentence orders, so that a fact cannot be recalled only as the continuation
 of the sentence before it. This writes a copy of each .txt file where the sentences of each section are shuffled
 (a quotation is kept whole; the shuffle is seeded by the section's header and --seed, so the copy is the same on
-every machine) and laid out again in as many paragraphs as the section had. Best applied to a copy whose
+every machine) and laid out again in about as many paragraphs as the section had. Best applied to a copy whose
 sentences name their person (bench/fullname_text.py), since a moved 他 may point at someone else.
 
     python bench/permute_text.py data/jinyong_fn/rewrites data/jinyong_pm/rewrites
@@ -40,13 +40,13 @@ def sentences(paragraph):
 
 
 def permute_section(header, body, seed):
-    """The section's body with its sentences in a seeded random order, in as many paragraphs as before."""
+    """The section's body with its sentences in a seeded random order, in no more paragraphs than before."""
     paragraphs = [p.strip() for p in body.split("\n") if p.strip()]
     if not paragraphs:
         return body
     found = [s for p in paragraphs for s in sentences(p)]
     random.Random(zlib.crc32(f"{seed}:{header}".encode("utf-8"))).shuffle(found)
-    size = -(-len(found) // len(paragraphs))  # the same number of paragraphs, about equal
+    size = -(-len(found) // len(paragraphs))  # no more paragraphs than before, about equal
     lines = ["".join(found[i:i + size]) for i in range(0, len(found), size)]
     return "\n\n" + "\n\n".join(lines) + "\n\n"
 
