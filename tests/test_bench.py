@@ -101,6 +101,21 @@ def test_recall_keys_counts_the_keys_it_finds_in_the_corpus(trained):
     assert bad.returncode != 0 and "keys.jsonl:1" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_recall_keys_framed_continues_the_reference_after_the_question(trained):
+    """bench/recall_keys.py --framed: a chat checkpoint also continues each reference up to its key (a reference
+    that opens with the key gives no prompt); a pretrained checkpoint gets no such line."""
+    write_jsonl(trained / "framed.jsonl", [
+        {"question": "郭靖最擅长什么？", "answer": "郭靖最擅长降龙十八掌。", "group": "seen", "keys": ["降龙十八掌"]},
+        {"question": "郭靖会什么？", "answer": "降龙十八掌。", "group": "seen", "keys": ["降龙十八掌"]}])
+    proc = run_script("bench/recall_keys.py", "out/pre/latest", "out/sft/latest", "--test", "framed.jsonl",
+                      "--corpus", "data/tiny/corpus", "--context", "20", "--framed", cwd=trained)
+    lines = proc.stdout.strip().splitlines()
+    framed = [line for line in lines if line.startswith("  framed by the reference")]
+    assert len(framed) == 1 and lines.index(framed[0]) == len(lines) - 1  # after the SFT checkpoint's row only
+    share, count = framed[0].split()[-2:]
+    assert 0.0 <= float(share) <= 1.0 and count in ("(0/1)", "(1/1)")
+
+
 def test_lookup_baseline_answers_with_the_nearest_training_question(tmp_path):
     """bench/lookup_baseline.py: a reworded question gets the answer of the training question it shares most with,
     scored per group; and it counts how often a model's answers equal the looked-up ones."""
@@ -200,3 +215,36 @@ def test_fullname_text_names_the_sections_person_only(tmp_path):
     assert "黄蓉聪明伶俐。黄蓉嫁给郭靖，他忠厚老实。" in out
     assert out.endswith("【四大恶人】\n\n他们横行江湖。他排行第一。\n")
     assert (tmp_path / "dst" / "kb_story.txt").read_text(encoding="utf-8") == "【华山论剑】\n\n他赢了。\n"
+
+
+def test_subset_corpus_keeps_the_sections_holding_the_keys_and_scores_them(tmp_path):
+    """bench/subset_corpus.py: `write` keeps, in every folder, the shortest section holding each chosen question's
+    keys until --share of the characters; `score` splits corpus_only key accuracy by covered or not."""
+    src = tmp_path / "corpus"
+    src.mkdir()
+    (src / "kb.txt").write_text("【虚竹】\n\n虚竹的师父是慧轮。\n\n【少林寺】\n\n" + "少林寺在嵩山，虚竹和慧轮都在寺中。" * 5
+                                + "\n\n【段誉】\n\n段誉会六脉神剑。\n\n【郭靖】\n\n郭靖会降龙十八掌。\n", encoding="utf-8")
+    write_jsonl(tmp_path / "test.jsonl", [
+        {"question": "虚竹的师父是谁？", "answer": "慧轮。", "group": "corpus_only", "keys": ["慧轮"]},
+        {"question": "段誉会什么？", "answer": "六脉神剑。", "group": "corpus_only", "keys": ["六脉神剑"]},
+        {"question": "郭靖会什么？", "answer": "降龙十八掌。", "group": "seen", "keys": ["降龙十八掌"]}])
+    for share, kept in (("0.01", 1), ("0.5", 2)):
+        proc = run_script("bench/subset_corpus.py", "write", "corpus", "sub", "--sections_from", "corpus",
+                          "--test", "test.jsonl", "--share", share, cwd=tmp_path)
+        covered = json.loads((tmp_path / "sub" / "covered.json").read_text(encoding="utf-8"))
+        text = (tmp_path / "sub" / "kb.txt").read_text(encoding="utf-8")
+        assert f"{kept} sections kept" in proc.stdout and len(covered["sections"]) == kept
+        assert "少林寺" not in text and "郭靖" not in text and text.startswith("【")  # the longer and the seen one dropped
+        assert set(covered["sections"]) <= {"【虚竹】", "【段誉】"} and len(covered["questions"]) == kept
+    assert text.count("【") == 2
+    write_jsonl(tmp_path / "answers.jsonl", [
+        {"question": q, "group": g, "keys": [k], "answers": {"m": {"answer": "", "correct": ok}}}
+        for q, g, k, ok in (("虚竹的师父是谁？", "corpus_only", "慧轮", True), ("段誉会什么？", "corpus_only", "六脉神剑", False),
+                            ("郭靖会什么？", "seen", "降龙十八掌", True))])
+    run_script("bench/subset_corpus.py", "write", "corpus", "sub", "--sections_from", "corpus", "--test", "test.jsonl",
+               "--share", "0.01", "--seed", "0", cwd=tmp_path)
+    first = json.loads((tmp_path / "sub" / "covered.json").read_text(encoding="utf-8"))["questions"][0]
+    row = run_script("bench/subset_corpus.py", "score", "sub/covered.json", "answers.jsonl",
+                     cwd=tmp_path).stdout.strip().splitlines()[-1]
+    expected = ("1.000 (1/1)", "0.000 (0/1)") if first == "虚竹的师父是谁？" else ("0.000 (0/1)", "1.000 (1/1)")
+    assert row.split()[1:] == " ".join(expected).split()
