@@ -6,8 +6,8 @@ corpus's 【sections】, chosen to hold the keys of some `corpus_only` test ques
 read each of those sections several times as often; `score` then compares, on those questions, the answers of a
 model pretrained on the subset with those of models pretrained on the whole corpus.
 
-    python bench/subset_corpus.py write data/jinyong/corpus data/jinyong_sub/corpus --share 0.125
-    python bench/subset_corpus.py write data/jinyong/rewrites data/jinyong_sub/rewrites --share 0.125
+    python bench/subset_corpus.py write data/jinyong/corpus data/jinyong_sub/corpus --share 0.06
+    python bench/subset_corpus.py write data/jinyong/rewrites data/jinyong_sub/rewrites --share 0.06
     python bench/subset_corpus.py score data/jinyong_sub/corpus/covered.json out/exp/*/eval/answers.jsonl
 
 `write` chooses the sections from --sections_from (the original corpus; the same choice for every folder written,
@@ -46,8 +46,8 @@ def choose_sections(texts, items, share, seed):
         if size >= share * total:
             break
         holding = [(len(body), header) for header, body in found if count_keys_hit(body, keys) == len(keys)]
-        if holding and min(holding)[1] not in kept:
-            length, header = min(holding)
+        length, header = min(holding, default=(0, None))
+        if header is not None and header not in kept:
             kept.add(header)
             size += length
     covered = [q for q, keys in questions
@@ -95,7 +95,7 @@ def main():
     w.add_argument("dst", help="folder to write the copy and covered.json to (replaced together)")
     w.add_argument("--sections_from", default="data/jinyong/corpus", help="the corpus the sections are chosen from")
     w.add_argument("--test", default="data/jinyong/test.jsonl")
-    w.add_argument("--share", type=float, default=0.125, help="share of the corpus's characters kept")
+    w.add_argument("--share", type=float, default=0.06, help="share of the corpus's characters kept")
     w.add_argument("--seed", type=int, default=0)
     s = sub.add_parser("score", help="key-fact accuracy on the covered corpus_only questions and on the others")
     s.add_argument("covered", help="covered.json written by `write`")
