@@ -102,6 +102,18 @@ def count_keys_hit(answer, keys):
     return sum(any(normalize_for_keys(alt) in text for alt in key.split("|")) for key in keys)
 
 
+def read_answers(path):
+    """[(record, its first model's answer)] of an answers.jsonl this script wrote; a clear error for anything else."""
+    out = []
+    for _, rec, where in read_records(path):
+        if isinstance(rec, DataError):
+            raise rec
+        if not isinstance(rec.get("answers"), dict) or not rec["answers"]:
+            raise DataError(f"{where}: expected eval_rouge.py's answers.jsonl records, with an 'answers' object")
+        out.append((rec, next(iter(rec["answers"].values()))))
+    return out
+
+
 def load_test(path):
     """(question, reference, group, keys) of each single-turn record of a Q&A file; multi-turn ones are skipped."""
     items = []

@@ -8,7 +8,6 @@ also how often each model gave exactly the looked-up answer.
         [--answers out/eval/answers.jsonl ...]
 """
 import argparse
-import json
 import math
 import os
 import sys
@@ -17,7 +16,7 @@ from collections import Counter
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from data_utils import load_conversations  # noqa: E402
 from errors import UserError, run_main  # noqa: E402
-from eval_rouge import char_tokens, count_keys_hit, load_test, rouge_l  # noqa: E402
+from eval_rouge import char_tokens, count_keys_hit, load_test, read_answers, rouge_l  # noqa: E402
 
 SKIP = set("，。？！、“”《》?!,. ：:；;（）()")
 
@@ -68,9 +67,7 @@ def main():
     looked_up = [lookup.answer(q) for q, *_ in items]
     models = {}
     for path in args.answers:
-        with open(path, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-        models[path] = {r["question"]: next(iter(r["answers"].values()))["answer"] for r in rows}
+        models[path] = {rec.get("question"): a["answer"] for rec, a in read_answers(path)}
     groups = sorted({g for _, _, g, _ in items})
     print(f"{len(single)} single-turn SFT examples, {len(items)} test questions")
     print(f"{'group':<14}{'n':>5}{'key acc.':>10}{'R-L F1':>8}" + "".join(f"  same as lookup ({i + 1})"

@@ -18,10 +18,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from checkpoint import load_checkpoint  # noqa: E402
-from data_utils import DataError, list_text_files, read_records, read_text_file  # noqa: E402
+from data_utils import list_text_files, read_text_file  # noqa: E402
 from engine import Engine, SamplingParams  # noqa: E402
 from errors import run_main  # noqa: E402
-from eval_rouge import count_keys_hit, load_test  # noqa: E402
+from eval_rouge import count_keys_hit, load_test, read_answers  # noqa: E402
 from tokenizer import render_for_reply  # noqa: E402
 
 
@@ -65,18 +65,6 @@ def shares(groups, rows):
     return cells
 
 
-def load_answers(path):
-    """question -> answer of the first model in an answers.jsonl of eval_rouge.py."""
-    answers = {}
-    for _, rec, where in read_records(path):
-        if isinstance(rec, DataError):
-            raise rec
-        if not isinstance(rec.get("answers"), dict) or not rec["answers"]:
-            raise DataError(f"{where}: expected eval_rouge.py's answers.jsonl records, with an 'answers' object")
-        answers[rec.get("question")] = next(iter(rec["answers"].values()))["answer"]
-    return answers
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoints", nargs="+")
@@ -88,7 +76,7 @@ def main():
     ap.add_argument("--framed", action="store_true",
                     help="chat checkpoints: also continue each question's reference answer up to a key")
     args = ap.parse_args()
-    answers = load_answers(args.answers) if args.answers else None
+    answers = {rec.get("question"): a["answer"] for rec, a in read_answers(args.answers)} if args.answers else None
     texts = [read_text_file(p)[0] for p in list_text_files(args.corpus)]
     items = load_test(args.test)
     prompts = key_prompts(items, texts, args.context)

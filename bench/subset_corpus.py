@@ -22,9 +22,9 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data_utils import DataError, list_text_files, read_records, read_text_file  # noqa: E402
+from data_utils import list_text_files, read_text_file  # noqa: E402
 from errors import run_main  # noqa: E402
-from eval_rouge import count_keys_hit, load_test  # noqa: E402
+from eval_rouge import count_keys_hit, load_test, read_answers  # noqa: E402
 from fsutil import atomic_output_dir  # noqa: E402
 
 
@@ -76,13 +76,9 @@ def score(args):
     print(f"{'answers':<50} {'covered':>16} {'other corpus_only':>18}")
     for path in args.answers:
         hits = {True: [], False: []}
-        for _, rec, where in read_records(path):
-            if isinstance(rec, DataError):
-                raise rec
-            if rec.get("group") != "corpus_only" or not rec.get("keys"):
-                continue
-            answer = next(iter(rec["answers"].values()))
-            hits[rec["question"] in covered].append(bool(answer["correct"]))
+        for rec, answer in read_answers(path):
+            if rec.get("group") == "corpus_only" and rec.get("keys"):
+                hits[rec.get("question") in covered].append(bool(answer.get("correct")))
         cells = [f"{sum(h) / max(1, len(h)):.3f} ({sum(h)}/{len(h)})" for h in (hits[True], hits[False])]
         print(f"{path:<50} {cells[0]:>16} {cells[1]:>18}")
 
