@@ -9,7 +9,8 @@
 #
 # Writes out/exp/NAME_sSEED/{pretrain,sft,eval} and out/exp/NAME.json (per-seed and mean figures). Data must be
 # prepared (python prepare.py && python prepare_sft.py). Set PRETRAINED=DIR to skip pretraining and start every
-# seed's SFT from DIR (SFT-only experiments from one fixed pretrained model).
+# seed's SFT from DIR (SFT-only experiments from one fixed pretrained model), and TEST=FILE to evaluate on FILE
+# instead of data/jinyong/test.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
@@ -33,7 +34,7 @@ for s in "${seeds[@]}"; do
   t1=$SECONDS
   $PYTHON train.py config/sft.py --init_from=$init --out_dir=$d/sft --seed=$s --overwrite=True ${sft[@]+"${sft[@]}"} > $d.sft.log 2>&1
   t2=$SECONDS
-  $PYTHON eval_rouge.py --out_dir $d/sft --output $d/eval > $d.eval.log 2>&1
+  $PYTHON eval_rouge.py --out_dir $d/sft --output $d/eval ${TEST:+--test "$TEST"} > $d.eval.log 2>&1
   echo "$name seed $s: pretrain $((t1 - t0)) s, sft $((t2 - t1)) s, eval $((SECONDS - t2)) s"
 done
 $PYTHON - "$name" "${seeds[@]}" <<'PY'

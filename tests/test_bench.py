@@ -248,3 +248,40 @@ def test_subset_corpus_keeps_the_sections_holding_the_keys_and_scores_them(tmp_p
                      cwd=tmp_path).stdout.strip().splitlines()[-1]
     expected = ("1.000 (1/1)", "0.000 (0/1)") if first == "虚竹的师父是谁？" else ("0.000 (0/1)", "1.000 (1/1)")
     assert row.split()[1:] == " ".join(expected).split()
+
+
+def test_open_book_puts_the_paragraph_that_holds_the_answer_before_each_question(tmp_path):
+    """bench/open_book.py: `coverage` counts test questions whose keys the BM25-retrieved paragraph holds; `write`
+    leads every user turn with the paragraph retrieved for the questions so far, keeping groups and keys."""
+    data = tmp_path / "d"
+    (data / "corpus").mkdir(parents=True)
+    (data / "corpus" / "kb.txt").write_text(
+        "【虚竹】\n\n虚竹是少林寺的小和尚，师父是慧轮。\n\n虚竹后来做了逍遥派掌门。\n\n"
+        "【段誉】\n\n段誉是大理王子，会六脉神剑和凌波微步。\n", encoding="utf-8")
+    for name in ("tokenizer.json", "meta.json"):
+        (data / name).write_text("{}", encoding="utf-8")
+    rows = [{"question": "虚竹的师父是谁？", "answer": "慧轮。", "group": "corpus_only", "keys": ["慧轮"]},
+            {"question": "段誉会什么武功？", "answer": "六脉神剑。", "group": "corpus_only", "keys": ["降龙十八掌"]}]
+    write_jsonl(data / "test.jsonl", rows)
+    write_jsonl(data / "sft.jsonl", [{"messages": [
+        {"role": "user", "content": "介绍一下段誉"}, {"role": "assistant", "content": "大理王子。"},
+        {"role": "user", "content": "他会什么武功？"}, {"role": "assistant", "content": "六脉神剑。"}]}])
+    write_jsonl(data / "sft_wordings.jsonl", [{"question": "这个呢？", "answer": "他做了逍遥派掌门。"}])
+    proc = run_script("bench/open_book.py", "coverage", "d", cwd=tmp_path)
+    assert "corpus_only    keys in the retrieved paragraph: 0.500 (1/2)" in proc.stdout
+    assert "sft (--gold)   reply supported by the paragraph: 1.000 (1/1)" in proc.stdout
+    run_script("bench/open_book.py", "write", "d", "ob", cwd=tmp_path)
+    test = [json.loads(line) for line in (tmp_path / "ob" / "test.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert test[0]["messages"][0]["content"] == "资料：【虚竹】虚竹是少林寺的小和尚，师父是慧轮。\n问题：虚竹的师父是谁？"
+    assert [t["group"] for t in test] == ["corpus_only"] * 2 and test[1]["keys"] == ["降龙十八掌"]
+    sft = json.loads((tmp_path / "ob" / "sft.jsonl").read_text(encoding="utf-8"))["messages"]
+    assert sft[2]["content"].startswith("资料：【段誉】") and sft[2]["content"].endswith("问题：他会什么武功？")
+    assert [t["content"] for t in sft[1::2]] == ["大理王子。", "六脉神剑。"]
+    assert (tmp_path / "ob" / "tokenizer.json").exists()
+    wording = json.loads((tmp_path / "ob" / "sft_wordings.jsonl").read_text(encoding="utf-8"))["messages"][0]
+    assert wording["content"].startswith("资料：【虚竹】虚竹是少林寺")  # nothing matches: the first paragraph
+    run_script("bench/open_book.py", "write", "d", "gold", "--gold", cwd=tmp_path)  # SFT rows retrieve with the reply
+    wording = json.loads((tmp_path / "gold" / "sft_wordings.jsonl").read_text(encoding="utf-8"))["messages"][0]
+    assert wording["content"] == "资料：【虚竹】虚竹后来做了逍遥派掌门。\n问题：这个呢？"
+    assert (tmp_path / "gold" / "test.jsonl").read_text(encoding="utf-8") == \
+        (tmp_path / "ob" / "test.jsonl").read_text(encoding="utf-8")
