@@ -3,14 +3,15 @@
 Facts read only in pretraining rarely reach an answer (`corpus_only`), however often they are read (BENCHMARKS.md,
 `sub` and `subr`). Small transformers copy from their context far more easily than they recall from their weights,
 so this writes a copy of a data folder in which every user turn begins with the corpus paragraph that BM25 (over
-jieba words) ranks first for the conversation's questions so far; SFT on that copy teaches the model to answer from
-the paragraph, and the same copy's test set measures it. `coverage` is the ceiling: the share of keyed test
+jieba words) ranks first for the conversation's questions so far; SFT on that copy is meant to teach the model to
+answer from the paragraph, and the same copy's test set measures whether it did. `coverage` is the ceiling: the share of keyed test
 questions whose keys all lie in the retrieved paragraphs. With --gold the SFT files (never the test set) retrieve
 with the reply too, so that the paragraph a training row reads is the one that supports its answer.
 
     python bench/open_book.py coverage data/jinyong
-    python bench/open_book.py write data/jinyong data/jinyong_ob [--gold]
-    python prepare_sft.py --dataset jinyong_ob --block_size 512
+    python bench/open_book.py write data/jinyong data/jinyong_ob [--gold] [--extra single_facts.jsonl]
+    python prepare_sft.py --dataset jinyong_ob --block_size 512 [--extra data/jinyong_ob/sft_wordings.jsonl \
+        data/jinyong_ob/single_facts.jsonl]
 """
 import argparse
 import json
@@ -103,9 +104,10 @@ def pairs(text):
 
 def write(args):
     retriever = Retriever(os.path.join(args.src, "corpus"), args.max_chars)
+    names = list(SFT_FILES) + [os.path.join("sft_extra", n) for n in args.extra]
     with atomic_output_dir(args.dst) as tmp:
-        for name in SFT_FILES:
-            with open(os.path.join(tmp, name), "w", encoding="utf-8") as out:
+        for name in names:  # sft_extra/'s files land beside the others (the output folder is flat)
+            with open(os.path.join(tmp, os.path.basename(name)), "w", encoding="utf-8") as out:
                 for _, rec, where in read_records(os.path.join(args.src, name)):
                     if isinstance(rec, DataError):
                         raise rec
@@ -115,7 +117,7 @@ def write(args):
                     out.write(json.dumps({"messages": turns, **extra}, ensure_ascii=False) + "\n")
         for name in ("tokenizer.json", "meta.json"):
             shutil.copy(os.path.join(args.src, name), tmp)
-    print(f"{args.dst}: {', '.join(SFT_FILES)} with a retrieved paragraph before every question")
+    print(f"{args.dst}: {', '.join(names)} with a retrieved paragraph before every question")
 
 
 def main():
@@ -128,6 +130,8 @@ def main():
     w.add_argument("src", help="data folder with corpus/, tokenizer.json, meta.json and " + ", ".join(SFT_FILES))
     w.add_argument("dst", help="folder to write (replaced whole)")
     w.add_argument("--gold", action="store_true", help="SFT files retrieve with the reply too (the test set never)")
+    w.add_argument("--extra", nargs="*", default=[],
+                   help="files of SRC/sft_extra/ to write too, into DST itself (training-only Q&A)")
     for p in (c, w):
         p.add_argument("--max_chars", type=int, default=180, help="a paragraph's length cap, its header included")
     args = ap.parse_args()

@@ -280,7 +280,12 @@ def test_open_book_puts_the_paragraph_that_holds_the_answer_before_each_question
     assert (tmp_path / "ob" / "tokenizer.json").exists()
     wording = json.loads((tmp_path / "ob" / "sft_wordings.jsonl").read_text(encoding="utf-8"))["messages"][0]
     assert wording["content"].startswith("资料：【虚竹】虚竹是少林寺")  # nothing matches: the first paragraph
-    run_script("bench/open_book.py", "write", "d", "gold", "--gold", cwd=tmp_path)  # SFT rows retrieve with the reply
+    (data / "sft_extra").mkdir()
+    write_jsonl(data / "sft_extra" / "facts.jsonl", [{"question": "这个呢？", "answer": "凌波微步。"}])
+    run_script("bench/open_book.py", "write", "d", "gold", "--gold", "--extra", "facts.jsonl",
+               cwd=tmp_path)  # SFT rows retrieve with the reply
+    fact = json.loads((tmp_path / "gold" / "facts.jsonl").read_text(encoding="utf-8"))["messages"][0]
+    assert fact["content"].startswith("资料：【段誉】")
     wording = json.loads((tmp_path / "gold" / "sft_wordings.jsonl").read_text(encoding="utf-8"))["messages"][0]
     assert wording["content"] == "资料：【虚竹】虚竹后来做了逍遥派掌门。\n问题：这个呢？"
     assert (tmp_path / "gold" / "test.jsonl").read_text(encoding="utf-8") == \
