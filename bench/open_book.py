@@ -91,7 +91,7 @@ def coverage(args):
             if not isinstance(rec, DataError)]
     random.Random(0).shuffle(rows)
     rows = [r for r in rows if r[0]["role"] == "user"][:args.sft_sample]
-    for gold in (False, True):
+    for gold in (False, True) if rows else ():
         supported = [len(pairs(r[1]["content"]) & pairs(open_book_turns(r[:2], retriever, gold)[0]["content"]))
                      >= len(pairs(r[1]["content"])) / 2 for r in rows]
         print(f"{'sft (--gold)' if gold else 'sft':<14} reply supported by the paragraph: "
@@ -105,6 +105,9 @@ def pairs(text):
 def write(args):
     retriever = Retriever(os.path.join(args.src, "corpus"), args.max_chars)
     names = list(SFT_FILES) + [os.path.join("sft_extra", n) for n in args.extra]
+    for name in names + ["tokenizer.json", "meta.json"]:
+        if not os.path.isfile(os.path.join(args.src, name)):
+            raise DataError(f"{os.path.join(args.src, name)}: no such file (write needs it in the source folder)")
     with atomic_output_dir(args.dst) as tmp:
         for name in names:  # sft_extra/'s files land beside the others (the output folder is flat)
             with open(os.path.join(tmp, os.path.basename(name)), "w", encoding="utf-8") as out:
@@ -128,7 +131,7 @@ def main():
     c.add_argument("--sft_sample", type=int, default=300, help="SFT records checked for support (seeded)")
     w = sub.add_parser("write", help="a copy of a data folder's Q&A files with retrieved paragraphs")
     w.add_argument("src", help="data folder with corpus/, tokenizer.json, meta.json and " + ", ".join(SFT_FILES))
-    w.add_argument("dst", help="folder to write (replaced whole)")
+    w.add_argument("dst", help="folder to write the copies into (its files of the same names are replaced)")
     w.add_argument("--gold", action="store_true", help="SFT files retrieve with the reply too (the test set never)")
     w.add_argument("--extra", nargs="*", default=[],
                    help="files of SRC/sft_extra/ to write too, into DST itself (training-only Q&A)")

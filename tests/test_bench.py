@@ -278,6 +278,10 @@ def test_open_book_puts_the_paragraph_that_holds_the_answer_before_each_question
     assert sft[2]["content"].startswith("资料：【段誉】") and sft[2]["content"].endswith("问题：他会什么武功？")
     assert [t["content"] for t in sft[1::2]] == ["大理王子。", "六脉神剑。"]
     assert (tmp_path / "ob" / "tokenizer.json").exists()
+    (data / "meta.json").unlink()
+    proc = run_script("bench/open_book.py", "write", "d", "ob", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "meta.json: no such file" in proc.stderr and "Traceback" not in proc.stderr
+    (data / "meta.json").write_text("{}", encoding="utf-8")
     wording = json.loads((tmp_path / "ob" / "sft_wordings.jsonl").read_text(encoding="utf-8"))["messages"][0]
     assert wording["content"].startswith("资料：【虚竹】虚竹是少林寺")  # nothing matches: the first paragraph
     (data / "sft_extra").mkdir()
