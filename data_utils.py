@@ -109,6 +109,12 @@ def split_document(text, val_fraction):
     return text[:cut], text[cut:]
 
 
+def split_sections(text):
+    """(the text before the first 【header】, [(header, body) of every 【section】]): the default corpus's layout."""
+    parts = re.split(r"(【[^】]+】)", text)
+    return parts[0], list(zip(parts[1::2], parts[2::2]))
+
+
 def record_to_messages(rec, where):
     """One record of any accepted shape to a validated list of {role, content} turns."""
     if not isinstance(rec, dict):

@@ -14,7 +14,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data_utils import list_text_files, read_text_file  # noqa: E402
+from data_utils import list_text_files, read_text_file, split_sections  # noqa: E402
 from errors import run_main  # noqa: E402
 from fsutil import atomic_output_dir  # noqa: E402
 
@@ -30,18 +30,16 @@ def person_of(header):
 
 def name_people(text):
     """The text with sentence-opening pronouns replaced, and how many were."""
-    parts, count, name = [], 0, None
-    for part in re.split(r"(【[^】]+】)", text):
-        header = re.fullmatch(r"【([^】]+)】", part)
-        if header:
-            name = person_of(header.group(1))
-        elif name:
-            openers = re.findall(SENTENCE_START + r"([他她])(?!们)", part)
-            if openers:
-                pronoun = max("他她", key=[p for _, p in openers].count)
-                part, n = re.subn(SENTENCE_START + pronoun + r"(?!们)", lambda m: m.group(1) + name, part)
-                count += n
-        parts.append(part)
+    preamble, sections = split_sections(text)
+    parts, count = [preamble], 0
+    for header, body in sections:
+        name = person_of(header[1:-1])
+        openers = re.findall(SENTENCE_START + r"([他她])(?!们)", body) if name else []
+        if openers:
+            pronoun = max("他她", key=[p for _, p in openers].count)
+            body, n = re.subn(SENTENCE_START + pronoun + r"(?!们)", lambda m: m.group(1) + name, body)
+            count += n
+        parts += [header, body]
     return "".join(parts), count
 
 

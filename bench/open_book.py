@@ -27,7 +27,8 @@ import jieba
 from rank_bm25 import BM25Okapi
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data_utils import DataError, list_text_files, read_records, read_text_file, record_to_messages  # noqa: E402
+from data_utils import (DataError, list_text_files, read_records, read_text_file, record_to_messages,  # noqa: E402
+                        split_sections)
 from errors import run_main  # noqa: E402
 from eval_rouge import count_keys_hit, load_test  # noqa: E402
 from fsutil import atomic_output_dir  # noqa: E402
@@ -47,8 +48,7 @@ class Retriever:
     def __init__(self, corpus_dir, max_chars):
         self.paragraphs = []
         for path in list_text_files([corpus_dir]):
-            parts = re.split(r"(【[^】]+】)", read_text_file(path)[0])
-            for header, body in zip(parts[1::2], parts[2::2]):
+            for header, body in split_sections(read_text_file(path)[0])[1]:
                 self.paragraphs += [(header + p.strip())[:max_chars] for p in body.split("\n\n") if p.strip()]
         if not self.paragraphs:
             raise DataError(f"{corpus_dir}: no 【section】 paragraphs to retrieve from")

@@ -12,12 +12,11 @@ sentences name their person (bench/fullname_text.py), since a moved 他 may poin
 import argparse
 import os
 import random
-import re
 import sys
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data_utils import list_text_files, read_text_file  # noqa: E402
+from data_utils import list_text_files, read_text_file, split_sections  # noqa: E402
 from errors import run_main  # noqa: E402
 from fsutil import atomic_output_dir  # noqa: E402
 
@@ -53,9 +52,9 @@ def permute_section(header, body, seed):
 
 def permute_text(text, seed=0):
     """The text with every 【section】's sentences shuffled; text before the first header is kept as it is."""
-    parts = re.split(r"(【[^】]+】)", text)
-    out = [parts[0]]
-    for header, body in zip(parts[1::2], parts[2::2]):
+    preamble, sections = split_sections(text)
+    out = [preamble]
+    for header, body in sections:
         out += [header, permute_section(header, body, seed)]
     return "".join(out).rstrip("\n") + "\n"
 

@@ -18,26 +18,19 @@ import argparse
 import json
 import os
 import random
-import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data_utils import list_text_files, read_text_file  # noqa: E402
+from data_utils import list_text_files, read_text_file, split_sections  # noqa: E402
 from errors import run_main  # noqa: E402
 from eval_rouge import count_keys_hit, load_test, read_answers  # noqa: E402
 from fsutil import atomic_output_dir  # noqa: E402
 
 
-def sections(text):
-    """[(header, body)] of a text's 【sections】."""
-    parts = re.split(r"(【[^】]+】)", text)
-    return list(zip(parts[1::2], parts[2::2]))
-
-
 def choose_sections(texts, items, share, seed):
     """(kept headers, questions covered): see the module's docstring. A question is covered when one kept section
     holds all of its keys."""
-    found = [s for text in texts for s in sections(text)]
+    found = [s for text in texts for s in split_sections(text)[1]]
     total = sum(len(body) for _, body in found)
     questions = [(q, keys) for q, _, group, keys in items if group == "corpus_only" and keys]
     random.Random(seed).shuffle(questions)
@@ -61,7 +54,7 @@ def write(args):
     with atomic_output_dir(args.dst) as tmp:
         for path in list_text_files([args.src]):
             text, _ = read_text_file(path)
-            chosen = [header + body for header, body in sections(text) if header in kept]
+            chosen = [header + body for header, body in split_sections(text)[1] if header in kept]
             if chosen:
                 with open(os.path.join(tmp, os.path.basename(path)), "w", encoding="utf-8") as f:
                     f.write("".join(chosen).rstrip("\n") + "\n")
