@@ -4,9 +4,10 @@ Facts read only in pretraining rarely reach an answer (`corpus_only`), however o
 `sub` and `subr`). Small transformers copy from their context far more easily than they recall from their weights,
 so this writes a copy of a data folder in which every user turn begins with the corpus paragraph that BM25 (over
 jieba words) ranks first for the conversation's questions so far; SFT on that copy is meant to teach the model to
-answer from the paragraph, and the same copy's test set measures whether it did. `coverage` is the ceiling: the share of keyed test
-questions whose keys all lie in the retrieved paragraphs. With --gold the SFT files (never the test set) retrieve
-with the reply too, so that the paragraph a training row reads is the one that supports its answer.
+answer from the paragraph, and the same copy's test set measures whether it did. `coverage` is the ceiling: the
+share of keyed test questions whose keys all lie in the retrieved paragraphs. With --gold the SFT files (never the
+test set) retrieve with the reply too, so that the paragraph a training row reads is the one that supports its
+answer.
 
     python bench/open_book.py coverage data/jinyong
     python bench/open_book.py write data/jinyong data/jinyong_ob [--gold] [--extra single_facts.jsonl]
@@ -55,8 +56,7 @@ class Retriever:
         self.bm25 = BM25Okapi([words(p) for p in self.paragraphs])
 
     def best(self, query):
-        scores = self.bm25.get_scores(words(query))
-        return self.paragraphs[max(range(len(scores)), key=scores.__getitem__)]
+        return self.paragraphs[int(self.bm25.get_scores(words(query)).argmax())]  # the first of equal scores
 
 
 def with_passage(question, passage):
@@ -87,8 +87,7 @@ def coverage(args):
         print(f"{group:<14} keys in the retrieved paragraph: {sum(h) / len(h):.3f} ({sum(h)}/{len(h)})")
     # how often an SFT row's paragraph supports its reply (half the reply's character pairs in it): what the row
     # teaches, reading or ignoring the paragraph
-    rows = [record_to_messages(rec, where) for _, rec, where in read_records(os.path.join(args.data, "sft.jsonl"))
-            if not isinstance(rec, DataError)]
+    rows = [turns for _, turns in conversations(os.path.join(args.data, "sft.jsonl"))]
     random.Random(0).shuffle(rows)
     rows = [r for r in rows if r[0]["role"] == "user"][:args.sft_sample]
     for gold in (False, True) if rows else ():
@@ -102,6 +101,14 @@ def pairs(text):
     return {text[i:i + 2] for i in range(len(text) - 1)}
 
 
+def conversations(path):
+    """(record, its turns) of each record of a Q&A file; a bad record is an error, as prepare_sft.py would say."""
+    for _, rec, where in read_records(path):
+        if isinstance(rec, DataError):
+            raise rec
+        yield rec, record_to_messages(rec, where)
+
+
 def write(args):
     retriever = Retriever(os.path.join(args.src, "corpus"), args.max_chars)
     names = list(SFT_FILES) + [os.path.join("sft_extra", n) for n in args.extra]
@@ -111,12 +118,9 @@ def write(args):
     with atomic_output_dir(args.dst) as tmp:
         for name in names:  # sft_extra/'s files land beside the others (the output folder is flat)
             with open(os.path.join(tmp, os.path.basename(name)), "w", encoding="utf-8") as out:
-                for _, rec, where in read_records(os.path.join(args.src, name)):
-                    if isinstance(rec, DataError):
-                        raise rec
+                for rec, turns in conversations(os.path.join(args.src, name)):
                     extra = {k: rec[k] for k in ("group", "book", "category", "keys") if k in rec}
-                    turns = open_book_turns(record_to_messages(rec, where), retriever,
-                                            gold=args.gold and name != "test.jsonl")
+                    turns = open_book_turns(turns, retriever, gold=args.gold and name != "test.jsonl")
                     out.write(json.dumps({"messages": turns, **extra}, ensure_ascii=False) + "\n")
         for name in ("tokenizer.json", "meta.json"):
             shutil.copy(os.path.join(args.src, name), tmp)
