@@ -294,3 +294,47 @@ def test_open_book_puts_the_paragraph_that_holds_the_answer_before_each_question
     assert wording["content"] == "资料：【虚竹】虚竹后来做了逍遥派掌门。\n问题：这个呢？"
     assert (tmp_path / "gold" / "test.jsonl").read_text(encoding="utf-8") == \
         (tmp_path / "ob" / "test.jsonl").read_text(encoding="utf-8")
+
+
+def test_subset_corpus_mix_reads_the_chosen_sections_more_often_and_asks_about_their_other_facts(tmp_path):
+    """bench/subset_corpus.py mix: the .txt files are the corpus and re-telling plus --copies more copies of the chosen
+    sections; sft.jsonl is the source plus the extra rows about those sections, once per opening, leaving out rows
+    about other sections and rows that would teach a test answer."""
+    data = tmp_path / "d"
+    for folder, text in (("corpus", "【虚竹】\n\n虚竹的师父是慧轮，虚竹会天山六阳掌。\n\n【段誉】\n\n段誉会六脉神剑。\n\n"
+                                     "【郭靖】\n\n郭靖会降龙十八掌。\n"),
+                         ("rewrites", "【虚竹】\n\n慧轮是虚竹的师父。\n\n【段誉】\n\n六脉神剑是段誉的武功。\n")):
+        (data / folder).mkdir(parents=True)
+        (data / folder / f"kb_{folder}.txt").write_text(text, encoding="utf-8")
+    (data / "tokenizer.json").write_text("{}", encoding="utf-8")
+    write_jsonl(data / "test.jsonl", [
+        {"question": "虚竹的师父是谁？", "answer": "慧轮。", "group": "corpus_only", "keys": ["慧轮"]}])
+    write_jsonl(data / "sft.jsonl", [{"question": "段誉是谁？", "answer": "大理王子。"}])
+    write_jsonl(data / "sft_wordings.jsonl", [{"question": "虚竹会什么掌法？", "answer": "天山六阳掌。", "book": "天龙八部"},
+                                              {"question": "段誉会什么？", "answer": "六脉神剑。"}])
+    (data / "sft_extra").mkdir()
+    write_jsonl(data / "sft_extra" / "single_facts.jsonl", [{"question": "虚竹拜谁为师？", "answer": "慧轮。"}])
+    proc = run_script("bench/subset_corpus.py", "mix", "d", "mx", "--copies", "3", "--share", "0.01", cwd=tmp_path)
+    assert "1 Q&A rows about them" in proc.stdout and "(1 left out" in proc.stdout
+    text = {p.name: p.read_text(encoding="utf-8") for p in (tmp_path / "mx").glob("*.txt")}
+    assert len(text) == 2 + 2 * 3 and text["kb_corpus.txt"].count("【") == 3
+    assert text["cov02_kb_rewrites.txt"] == "【虚竹】\n\n慧轮是虚竹的师父。\n"
+    rows = [json.loads(line) for line in (tmp_path / "mx" / "sft.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert rows[0] == {"question": "段誉是谁？", "answer": "大理王子。"} and len(rows) == 1 + 4
+    assert [r["messages"][0]["content"] for r in rows[1:]] == [
+        "虚竹会什么掌法？", "请问虚竹会什么掌法？", "我想知道，虚竹会什么掌法？", "问一下：虚竹会什么掌法？"]
+    assert rows[1]["messages"][1]["content"] == "天山六阳掌。" and rows[1]["book"] == "天龙八部"
+    assert json.loads((tmp_path / "mx" / "covered.json").read_text(encoding="utf-8"))["sections"] == ["【虚竹】"]
+    run_script("bench/subset_corpus.py", "mix", "d", "alone", "--copies", "0", "--share", "0.01", "--only_kept",
+               cwd=tmp_path)
+    text = {p.name: p.read_text(encoding="utf-8") for p in (tmp_path / "alone").glob("*.txt")}
+    assert text == {"kb_corpus.txt": "【虚竹】\n\n虚竹的师父是慧轮，虚竹会天山六阳掌。\n", "kb_rewrites.txt": "【虚竹】\n\n慧轮是虚竹的师父。\n"}
+    assert (tmp_path / "alone" / "sft.jsonl").read_text(encoding="utf-8").splitlines() == \
+        (tmp_path / "mx" / "sft.jsonl").read_text(encoding="utf-8").splitlines()[1:]
+    (data / "sft_wordings.jsonl").unlink()
+    proc = run_script("bench/subset_corpus.py", "mix", "d", "mx", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "sft_wordings.jsonl: no such file" in proc.stderr and "Traceback" not in proc.stderr
+    assert (tmp_path / "mx" / "sft.jsonl").exists()  # the earlier output stays whole
+    write_jsonl(data / "sft_wordings.jsonl", [])
+    proc = run_script("bench/subset_corpus.py", "mix", "d", "mx", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "mx: exists and is not empty" in proc.stderr  # no stale copies beside new ones
