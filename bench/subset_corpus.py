@@ -169,7 +169,7 @@ def main():
     m.add_argument("src", help="data folder with corpus/, rewrites/, sft.jsonl, sft_wordings.jsonl, "
                                "sft_extra/single_facts.jsonl, test.jsonl and tokenizer.json")
     m.add_argument("dst", help="data folder to write (a new one)")
-    m.add_argument("--copies", type=int, default=14, help="extra copies of the chosen sections in text/")
+    m.add_argument("--copies", type=int, default=14, help="extra copies of the chosen sections")
     m.add_argument("--only_kept", action="store_true", help="without the rest of the corpus and the source's own Q&A "
                                                            "rows: Part 3.1's setting on the kept sections alone")
     m.add_argument("--share", type=float, default=0.06, help="as for write")
