@@ -2,7 +2,8 @@
 
 sample.py, eval_rouge.py and app.py all generate through Engine. An SFT checkpoint is a chat model (the prompt is
 the conversation in the chat format of tokenizer.py and the reply ends at <|end|>); a pretraining checkpoint is a
-text completer (the prompt is the text, generation ends at <|endoftext|>). Either stops at a role token too, so a
+text completer (the prompt is the text, generation ends at <|endoftext|>) unless asked as a chat model (chat=True:
+its pretraining mixed in Q&A rows). Either stops at a role token too, so a
 reply never contains <|system|>, <|user|> or <|assistant|>.
 """
 import codecs
@@ -165,10 +166,11 @@ def sampling_params(args):
 
 
 class Engine:
-    def __init__(self, model, tokenizer, info=None, device="cpu"):
+    def __init__(self, model, tokenizer, info=None, device="cpu", chat=None):
         self.model, self.tok, self.info, self.device = model.eval(), tokenizer, info or {}, device
         self.block_size = model.config.block_size
-        self.is_chat = self.info.get("task") == "sft"
+        # chat=True asks a pretraining checkpoint in the chat format (one whose pretraining mixed in Q&A, sft_mix)
+        self.is_chat = self.info.get("task") == "sft" if chat is None else chat
         # a reply ends at <|end|>, <|endoftext|> or any role token: it never shows one as text
         self.stop_ids = {tokenizer.end_id, tokenizer.eot_id, *(tokenizer.special[t] for t in ROLE_TOKENS.values())}
         self.last_stats = {"tokens": 0, "seconds": 0.0}
@@ -176,12 +178,13 @@ class Engine:
         self.utf8_allowed, self.utf8_after = (t.to(device) for t in utf8_tables(tokenizer, vocab))
 
     @classmethod
-    def from_checkpoint(cls, path, device="auto", dtype="float32"):
+    def from_checkpoint(cls, path, device="auto", dtype="float32", chat=None):
         """dtype: the weights' and the KV cache's type; bfloat16 halves memory and is faster on GPUs, float32
-        (the default until measured otherwise) gives the answers the model was evaluated with."""
+        (the default until measured otherwise) gives the answers the model was evaluated with. chat: as for
+        Engine (None: SFT checkpoints are chat models, pretraining ones complete text)."""
         device = pick_device(device)
         model, tok, info, folder = load_checkpoint(path, device)
-        engine = cls(model.to(getattr(torch, dtype)), tok, info, device)
+        engine = cls(model.to(getattr(torch, dtype)), tok, info, device, chat)
         engine.folder = folder
         return engine
 

@@ -228,6 +228,8 @@ def main():
     ap.add_argument("--output", default="out/eval", help="folder for results.json, answers.jsonl and figures")
     ap.add_argument("--batch_size", type=int, default=16)
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N questions")
+    ap.add_argument("--chat", action="store_true", help="ask pretraining checkpoints as chat models (their "
+                                                       "pretraining mixed in Q&A rows: sft_mix)")
     add_sampling_args(ap, temperature=0.0)
     args = ap.parse_args()
 
@@ -241,7 +243,7 @@ def main():
 
     results, answers = {}, {}
     for path in args.out_dir:
-        engine = Engine.from_checkpoint(path, args.device, args.dtype)
+        engine = Engine.from_checkpoint(path, args.device, args.dtype, chat=args.chat or None)
         name = os.path.normpath(path)
         print(f"evaluating {engine.folder} on {len(questions)} questions ...")
         results[name], answers[name] = evaluate(engine, questions, references, groups, keys, params,

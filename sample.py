@@ -36,6 +36,8 @@ def main():
     ap.add_argument("--num_samples", type=int, default=1)
     ap.add_argument("--input_data", help="JSONL with a 'question' per line (batch mode)")
     ap.add_argument("--output_data", help="where batch mode writes the lines with 'answer' added")
+    ap.add_argument("--chat", action="store_true", help="ask a pretraining checkpoint as a chat model (its "
+                                                       "pretraining mixed in Q&A rows: sft_mix)")
     add_sampling_args(ap)
     args = ap.parse_args()
     if bool(args.input_data) != bool(args.output_data):
@@ -43,7 +45,7 @@ def main():
     if args.num_samples < 1:
         raise UserError(f"--num_samples {args.num_samples}: expected 1 or more")
     params = sampling_params(args)  # bad sampling values are refused before the model is loaded
-    engine = Engine.from_checkpoint(args.out_dir, args.device, args.dtype)
+    engine = Engine.from_checkpoint(args.out_dir, args.device, args.dtype, chat=args.chat or None)
     mode = "chat" if engine.is_chat else "text completion"
     print(f"{engine.folder}: {mode} model, {engine.model.num_params() / 1e6:.2f}M parameters", file=sys.stderr)
     total_tokens, total_seconds = 0, 0.0

@@ -2,6 +2,7 @@
 import json
 
 from conftest import run_script, user_error, write_jsonl
+from engine import Engine, SamplingParams
 
 
 def test_sample_continues_text_with_a_pretraining_checkpoint(trained):
@@ -30,3 +31,22 @@ def test_sample_answers_questions_from_a_file_and_in_batch_mode(trained):
     assert "bad.jsonl:1" in err and "question" in err
     err = user_error(run_script("sample.py", "--out_dir", "out/none", cwd=trained, check=False))
     assert "out/none" in err and "no checkpoint" in err
+
+
+def test_chat_asks_a_pretraining_checkpoint_in_the_chat_format(trained):
+    """--chat: a pretraining checkpoint's prompt is the rendered conversation, not the bare text; the reply does
+    not echo the question as a text completion does."""
+    params = SamplingParams(max_new_tokens=20)
+    completer, chat = (Engine.from_checkpoint(str(trained / "out" / "pre"), "cpu", chat=c) for c in (None, True))
+    assert not completer.is_chat and chat.is_chat
+    assert chat.prompt_ids("郭靖是谁？", params)[-1] == chat.tok.assistant_id
+    assert completer.prompt_ids("郭靖是谁？", params) == [completer.tok.eot_id] + completer.tok.encode("郭靖是谁？")
+    proc = run_script("sample.py", "--out_dir", "out/pre", "--chat", "--start", "郭靖是谁？", "--max_new_tokens", "20",
+                      cwd=trained)
+    assert "chat model" in proc.stderr and "--- 郭靖是谁？" in proc.stdout
+    plain = run_script("sample.py", "--out_dir", "out/pre", "--start", "郭靖是谁？", "--max_new_tokens", "20",
+                       cwd=trained)
+    assert "text completion" in plain.stderr and "--- 郭靖是谁？" not in plain.stdout
+    run_script("eval_rouge.py", "--out_dir", "out/pre", "--chat", "--test", "test.jsonl", "--limit", "2",
+               "--output", "eval_chat", cwd=trained)
+    assert len((trained / "eval_chat" / "answers.jsonl").read_text(encoding="utf-8").splitlines()) == 2
