@@ -3,8 +3,8 @@
 sample.py, eval_rouge.py and app.py all generate through Engine. An SFT checkpoint is a chat model (the prompt is
 the conversation in the chat format of tokenizer.py and the reply ends at <|end|>); a pretraining checkpoint is a
 text completer (the prompt is the text, generation ends at <|endoftext|>) unless asked as a chat model (chat=True:
-its pretraining mixed in Q&A rows). Either stops at a role token too, so a
-reply never contains <|system|>, <|user|> or <|assistant|>.
+its pretraining mixed in Q&A rows). Either stops at a role token too, so a reply never contains <|system|>,
+<|user|> or <|assistant|>.
 """
 import codecs
 import math
