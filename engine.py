@@ -146,7 +146,7 @@ def utf8_pieces(tok, token_ids):
 
 
 def add_sampling_args(ap, temperature=None):
-    """The sampling knobs of sample.py and eval_rouge.py."""
+    """The sampling knobs of sample.py and eval_rouge.py, and how they load the checkpoint."""
     d = SamplingParams()
     ap.add_argument("--max_new_tokens", type=int, default=d.max_new_tokens)
     ap.add_argument("--temperature", type=float, default=d.temperature if temperature is None else temperature,
@@ -157,6 +157,8 @@ def add_sampling_args(ap, temperature=None):
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="of weights and KV cache")
+    ap.add_argument("--chat", action="store_true", help="ask a pretraining checkpoint as a chat model (its "
+                                                       "pretraining mixed in Q&A rows: sft_mix)")
 
 
 def sampling_params(args):

@@ -228,8 +228,6 @@ def main():
     ap.add_argument("--output", default="out/eval", help="folder for results.json, answers.jsonl and figures")
     ap.add_argument("--batch_size", type=int, default=16)
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N questions")
-    ap.add_argument("--chat", action="store_true", help="ask pretraining checkpoints as chat models (their "
-                                                       "pretraining mixed in Q&A rows: sft_mix)")
     add_sampling_args(ap, temperature=0.0)
     args = ap.parse_args()
 

@@ -36,8 +36,6 @@ def main():
     ap.add_argument("--num_samples", type=int, default=1)
     ap.add_argument("--input_data", help="JSONL with a 'question' per line (batch mode)")
     ap.add_argument("--output_data", help="where batch mode writes the lines with 'answer' added")
-    ap.add_argument("--chat", action="store_true", help="ask a pretraining checkpoint as a chat model (its "
-                                                       "pretraining mixed in Q&A rows: sft_mix)")
     add_sampling_args(ap)
     args = ap.parse_args()
     if bool(args.input_data) != bool(args.output_data):
