@@ -338,3 +338,52 @@ def test_subset_corpus_mix_reads_the_chosen_sections_more_often_and_asks_about_t
     write_jsonl(data / "sft_wordings.jsonl", [])
     proc = run_script("bench/subset_corpus.py", "mix", "d", "mx", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "mx: exists and is not empty" in proc.stderr  # no stale copies beside new ones
+
+
+def test_synthetic_people_tells_each_invented_person_several_ways_and_asks_about_most(tmp_path):
+    """bench/synthetic_people.py: the corpus and re-telling copied, --bios files each telling every invented person
+    once with all seven attributes, names absent from the source, questions about the people not held out appended
+    to the source's sft.jsonl, and the held-out people's questions, with keys, in test_synthetic.jsonl."""
+    data = tmp_path / "d"
+    for folder, text in (("corpus", "【郭靖】\n\n郭靖会降龙十八掌。\n"), ("rewrites", "【郭靖】\n\n降龙十八掌是郭靖的武功。\n")):
+        (data / folder).mkdir(parents=True)
+        (data / folder / f"kb_{folder}.txt").write_text(text, encoding="utf-8")
+    (data / "tokenizer.json").write_text("{}", encoding="utf-8")
+    write_jsonl(data / "sft.jsonl", [{"question": "郭靖是谁？", "answer": "射雕的主角。"}])
+    write_jsonl(data / "sft_wordings.jsonl", [{"question": "郭靖是什么人？", "answer": "射雕的主角。"}])
+    write_jsonl(data / "test.jsonl", [{"question": "郭靖会什么？", "answer": "降龙十八掌。", "group": "seen"}])
+    proc = run_script("bench/synthetic_people.py", "d", "sy", "--people", "20", "--bios", "2", "--held_out", "0.25",
+                      cwd=tmp_path)
+    assert "20 invented people, 2 tellings each" in proc.stdout
+    out = tmp_path / "sy"
+    people = json.loads((out / "people.json").read_text(encoding="utf-8"))
+    assert len(people) == 20 and len({p["name"] for p in people}) == 20
+    source = "".join((data / f).read_text(encoding="utf-8") for f in (
+        "corpus/kb_corpus.txt", "rewrites/kb_rewrites.txt", "sft.jsonl", "sft_wordings.jsonl", "test.jsonl"))
+    assert all(p["name"] not in source and p["name"][:2] not in source for p in people)
+    assert (out / "kb_corpus.txt").read_text(encoding="utf-8") == "【郭靖】\n\n郭靖会降龙十八掌。\n"
+    for k in (1, 2):
+        sections = (out / f"synthetic_people_{k}.txt").read_text(encoding="utf-8").split("【")[1:]
+        assert sorted(s.split("】")[0] for s in sections) == sorted(p["name"] for p in people)
+        for p in people:
+            body = next(s for s in sections if s.startswith(p["name"] + "】"))
+            assert all(p[a] in body for a in ("nick", "sect", "master", "weapon", "skill", "home", "father"))
+    rows = [json.loads(line) for line in (out / "sft.jsonl").read_text(encoding="utf-8").splitlines()]
+    held = [json.loads(line) for line in (out / "test_synthetic.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert rows[0] == {"question": "郭靖是谁？", "answer": "射雕的主角。"}
+    assert len(rows) == 1 + 15 * 8 and len(held) == 5 * 8
+    held_names = {p["name"] for p in people if any(r["question"].startswith(p["name"]) or p["name"] in r["question"]
+                                                   for r in held)}
+    assert len(held_names) == 5 and not any(n in r["question"] for r in rows for n in held_names)
+    assert all(r["group"] == "synthetic_held_out" and all(k in r["answer"] for k in r["keys"]) for r in held)
+    run_script("bench/synthetic_people.py", "d", "alone", "--people", "20", "--bios", "2", "--held_out", "0.25",
+               "--only_synthetic", cwd=tmp_path)
+    assert sorted(p.name for p in (tmp_path / "alone").glob("*.txt")) == ["synthetic_people_1.txt",
+                                                                         "synthetic_people_2.txt"]
+    assert (tmp_path / "alone" / "sft.jsonl").read_text(encoding="utf-8").splitlines() == \
+        (out / "sft.jsonl").read_text(encoding="utf-8").splitlines()[1:]  # the same people, without the source's rows
+    proc = run_script("bench/synthetic_people.py", "d", "sy", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "sy: exists and is not empty" in proc.stderr and "Traceback" not in proc.stderr
+    (data / "test.jsonl").unlink()
+    proc = run_script("bench/synthetic_people.py", "d", "sy2", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "test.jsonl: no such file" in proc.stderr and not (tmp_path / "sy2").exists()
