@@ -51,7 +51,7 @@ PLACES = ["泉州", "福州", "广州", "桂林", "长沙", "武昌", "南昌", 
           "登州", "潭州", "建康", "苏州", "扬州", "洛阳", "太原", "济南", "成都", "开封", "衡州", "温州"]
 ATTRIBUTES = ["nick", "sect", "master", "weapon", "skill", "home", "father"]
 
-# sentence wordings of each attribute in a biography; {n} the person, {v} the value, {p} 他/她, {c} 儿子/女儿
+# sentence wordings of each attribute in a biography; {n} the person, {v} the value, {c} 儿子/女儿
 TOLD = {
     "nick": ["{n}人称“{v}”。", "江湖上都叫{n}“{v}”。", "{n}的外号是“{v}”。", "“{v}”是{n}在江湖上的名号。"],
     "sect": ["{n}是{v}的弟子。", "{n}出身{v}。", "{n}拜入{v}门下，是{v}的人。", "{v}中有一位好手，名叫{n}。"],
@@ -112,8 +112,8 @@ def invent_people(count, seed, forbidden):
 
 
 def fill(template, person, attribute=None):
-    return template.format(n=person["name"], v=person.get(attribute, ""), p="她" if person["female"] else "他",
-                           c="女儿" if person["female"] else "儿子", **{k: person[k] for k in ATTRIBUTES})
+    return template.format(n=person["name"], v=person.get(attribute, ""), c="女儿" if person["female"] else "儿子",
+                           **{k: person[k] for k in ATTRIBUTES})
 
 
 def biography(person, rng):
@@ -137,15 +137,13 @@ def write(args):
             raise DataError(f"{path}: no such file (synthetic_people.py needs it in the source folder)")
     if os.path.isdir(args.dst) and os.listdir(args.dst):
         raise DataError(f"{args.dst}: exists and is not empty; synthetic_people.py writes a new folder (remove it first)")
-    texts = [read_text_file(p)[0] for p in list_text_files([os.path.join(args.src, "corpus"),
-                                                             os.path.join(args.src, "rewrites")])]
-    forbidden = "\n".join(texts + [open(p, encoding="utf-8").read() for p in side])
+    sources = list_text_files([os.path.join(args.src, "corpus"), os.path.join(args.src, "rewrites")])
+    forbidden = "\n".join([read_text_file(p)[0] for p in sources] + [open(p, encoding="utf-8").read() for p in side])
     people = invent_people(args.people, args.seed, forbidden)
     rng = random.Random(args.seed + 1)
     held_out = {p["name"] for p in rng.sample(people, round(args.held_out * len(people)))}
     with atomic_output_dir(args.dst) as tmp:
-        for path in [] if args.only_synthetic else list_text_files([os.path.join(args.src, "corpus"),
-                                                                      os.path.join(args.src, "rewrites")]):
+        for path in [] if args.only_synthetic else sources:
             shutil.copy(path, tmp)           # flat, as atomic_output_dir wants: the names do not collide
         chars = 0
         for k in range(args.bios):           # one file per telling, people shuffled, so tellings are far apart
