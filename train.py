@@ -289,7 +289,7 @@ def main():
     for opt in optimizers:  # the schedule scales each group's own peak LR
         for group in opt.param_groups:
             group["peak_lr"] = group["lr"]
-    step, train_seconds, warmup_seconds, best_val = 0, 0.0, None, float("inf")
+    step, train_seconds, warmup_seconds, best_val, best_step = 0, 0.0, None, float("inf"), 0
     if trainer_state is not None:
         if "train_seconds" not in trainer_state:
             raise ConfigError(f"{out_dir}/latest was written by an older MiniGLM whose runs cannot be resumed; "
@@ -297,7 +297,7 @@ def main():
         for opt, sd in zip(optimizers, trainer_state["optimizers"]):
             opt.load_state_dict(sd)
         step, train_seconds, best_val = trainer_state["step"], trainer_state["train_seconds"], trainer_state["best_val"]
-        warmup_seconds = trainer_state["warmup_seconds"]
+        warmup_seconds, best_step = trainer_state["warmup_seconds"], trainer_state.get("best_step")
         rng = trainer_state["rng"][system["rank"] % len(trainer_state["rng"])]
         train_batches.set_state(rng["batches"])
         torch.set_rng_state(rng["torch"])
@@ -330,7 +330,7 @@ def main():
                 "train_config": {k: v for k, v in cfg.items() if not k.startswith("_")},
                 "init_from": start_info.get("train_config", {}).get("out_dir", cfg["init_from"])}
         state = {"optimizers": [o.state_dict() for o in optimizers], "step": step, "best_val": best_val,
-                 "train_seconds": train_seconds, "warmup_seconds": warmup_seconds, "rng": rngs}
+                 "best_step": best_step, "train_seconds": train_seconds, "warmup_seconds": warmup_seconds, "rng": rngs}
         save_checkpoint(os.path.join(out_dir, "latest"), raw_model, tok, info, state)
         if improved:
             save_checkpoint(os.path.join(out_dir, "best"), raw_model, tok, info)
@@ -398,7 +398,7 @@ def main():
                     if peak:
                         row["mfu"] = round(raw_model.flops_per_token(cfg["block_size"]) * tps / (peak * world), 4)
                 improved = losses["val"] < best_val
-                best_val = min(best_val, losses["val"])
+                best_val, best_step = min(best_val, losses["val"]), step if improved else best_step
                 save(improved)
                 if master:
                     if fresh_log:
@@ -444,6 +444,10 @@ def main():
         log(f"stopped by signal {stop['signal']} at step {step}; saved {out_dir}/latest "
             f"(continue with --init_from=resume)")
     log(f"done: {step} steps, best val loss {best_val:.4f}; checkpoints in {out_dir}/best and {out_dir}/latest")
+    if cfg["task"] == "sft" and best_step == 0 and step > 0:  # best/ would silently serve the untuned model
+        log(f"warning: validation loss never fell below the starting model's, so {out_dir}/best is the model SFT "
+            f"started from (were the validation questions in pretraining's Q&A rows?); the tuned one is "
+            f"{out_dir}/latest")
     if system["ddp"]:
         dist.destroy_process_group()
 

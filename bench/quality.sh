@@ -34,7 +34,12 @@ for s in "${seeds[@]}"; do
   t1=$SECONDS
   $PYTHON train.py config/sft.py --init_from=$init --out_dir=$d/sft --seed=$s --overwrite=True ${sft[@]+"${sft[@]}"} > $d.sft.log 2>&1
   t2=$SECONDS
-  $PYTHON eval_rouge.py --out_dir $d/sft --output $d/eval ${TEST:+--test "$TEST"} > $d.eval.log 2>&1
+  evaluated=$d/sft  # its best/, unless that is the starting model (train.py warns: SFT validation seen in pretraining)
+  if [ "$($PYTHON -c 'import json, sys; print(json.load(open(sys.argv[1]))["step"])' $d/sft/best/config.json)" = 0 ]; then
+    echo "$name seed $s: SFT's best/ is its starting model (step 0); evaluating sft/latest instead" >&2
+    evaluated=$d/sft/latest
+  fi
+  $PYTHON eval_rouge.py --out_dir $evaluated --output $d/eval ${TEST:+--test "$TEST"} > $d.eval.log 2>&1
   echo "$name seed $s: pretrain $((t1 - t0)) s, sft $((t2 - t1)) s, eval $((SECONDS - t2)) s"
 done
 $PYTHON - "$name" "${seeds[@]}" <<'PY'

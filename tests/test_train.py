@@ -297,3 +297,15 @@ def test_sft_replays_corpus_windows_beside_the_examples(workdir, monkeypatch):
     assert all(bool((e["w"] == 0).any()) for e in evals["val"])  # evaluation stays on the examples
     with pytest.raises(ConfigError, match="text_mix=1.0 leaves no row"):
         train.build_data({**cfg, "text_mix": 1.0}, tok, "data/tiny", 0, 1)
+
+
+def test_sft_warns_when_best_is_the_starting_model(trained):
+    """An SFT run whose validation loss never falls below step 0's leaves best/ = the untuned model, which the
+    scripts would then serve; the run says so and names latest/ (a learning rate far too high forces it)."""
+    args = ["--task=sft", "--dataset=tiny", "--init_from=out/pre", "--max_iters=4", "--eval_interval=2",
+            "--warmup_iters=0", *TINY_MODEL]
+    diverged = run_script("train.py", *args, "--out_dir=out/sft_diverged", "--learning_rate=3.0", cwd=trained)
+    assert json.loads((trained / "out/sft_diverged/best/config.json").read_text(encoding="utf-8"))["step"] == 0
+    assert "out/sft_diverged/latest" in diverged.stdout.split("warning: validation loss never fell")[1]
+    tuned = run_script("train.py", *args, "--out_dir=out/sft_tuned", "--learning_rate=3e-3", cwd=trained)
+    assert "warning: validation loss" not in tuned.stdout + tuned.stderr
