@@ -23,7 +23,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from checkpoint import CheckpointError, find_checkpoint, load_checkpoint, load_trainer_state, save_checkpoint
+from checkpoint import (CheckpointError, find_checkpoint, load_checkpoint, load_trainer_state, read_info,
+                        save_checkpoint)
 from configurator import ConfigError, check_train_config, hardware_profile, load_config
 from data_utils import (Batches, ExamplePacker, Prefetcher, SFTData, check_pretrain_data, open_tokens,
                         read_json)
@@ -289,7 +290,7 @@ def main():
     for opt in optimizers:  # the schedule scales each group's own peak LR
         for group in opt.param_groups:
             group["peak_lr"] = group["lr"]
-    step, train_seconds, warmup_seconds, best_val, best_step = 0, 0.0, None, float("inf"), 0
+    step, train_seconds, warmup_seconds, best_val = 0, 0.0, None, float("inf")
     if trainer_state is not None:
         if "train_seconds" not in trainer_state:
             raise ConfigError(f"{out_dir}/latest was written by an older MiniGLM whose runs cannot be resumed; "
@@ -297,7 +298,7 @@ def main():
         for opt, sd in zip(optimizers, trainer_state["optimizers"]):
             opt.load_state_dict(sd)
         step, train_seconds, best_val = trainer_state["step"], trainer_state["train_seconds"], trainer_state["best_val"]
-        warmup_seconds, best_step = trainer_state["warmup_seconds"], trainer_state.get("best_step")
+        warmup_seconds = trainer_state["warmup_seconds"]
         rng = trainer_state["rng"][system["rank"] % len(trainer_state["rng"])]
         train_batches.set_state(rng["batches"])
         torch.set_rng_state(rng["torch"])
@@ -330,7 +331,7 @@ def main():
                 "train_config": {k: v for k, v in cfg.items() if not k.startswith("_")},
                 "init_from": start_info.get("train_config", {}).get("out_dir", cfg["init_from"])}
         state = {"optimizers": [o.state_dict() for o in optimizers], "step": step, "best_val": best_val,
-                 "best_step": best_step, "train_seconds": train_seconds, "warmup_seconds": warmup_seconds, "rng": rngs}
+                 "train_seconds": train_seconds, "warmup_seconds": warmup_seconds, "rng": rngs}
         save_checkpoint(os.path.join(out_dir, "latest"), raw_model, tok, info, state)
         if improved:
             save_checkpoint(os.path.join(out_dir, "best"), raw_model, tok, info)
@@ -398,7 +399,7 @@ def main():
                     if peak:
                         row["mfu"] = round(raw_model.flops_per_token(cfg["block_size"]) * tps / (peak * world), 4)
                 improved = losses["val"] < best_val
-                best_val, best_step = min(best_val, losses["val"]), step if improved else best_step
+                best_val = min(best_val, losses["val"])
                 save(improved)
                 if master:
                     if fresh_log:
@@ -444,7 +445,8 @@ def main():
         log(f"stopped by signal {stop['signal']} at step {step}; saved {out_dir}/latest "
             f"(continue with --init_from=resume)")
     log(f"done: {step} steps, best val loss {best_val:.4f}; checkpoints in {out_dir}/best and {out_dir}/latest")
-    if cfg["task"] == "sft" and best_step == 0 and step > 0:  # best/ would silently serve the untuned model
+    best = os.path.join(out_dir, "best")  # the scripts load best/: it must not silently be the untuned model
+    if master and cfg["task"] == "sft" and step > 0 and os.path.isdir(best) and read_info(best)["step"] == 0:
         log(f"warning: validation loss never fell below the starting model's, so {out_dir}/best is the model SFT "
             f"started from (were the validation questions in pretraining's Q&A rows?); the tuned one is "
             f"{out_dir}/latest")
