@@ -31,14 +31,17 @@ say "== gpu_quality.sh, profile $MINIGLM_PROFILE, $(date -u +%FT%TZ)"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>&1 | head -1 | tee -a "$report"
 python3 -c "import torch; print('torch', torch.__version__)" 2>&1 | tee -a "$report"
 
+variants=" ${VARIANTS:-gpu gpu_sft gpu_rw4} "   # VARIANTS="gpu" runs the shipped profile's three seeds alone
 t_setup=$SECONDS
-{ python3 prepare.py && python3 prepare_sft.py \
-  && python3 prepare.py --dataset jinyong_rw4 --input data/jinyong/corpus data/jinyong/rewrites \
-       data/jinyong/rewrites_extra --val_input data/jinyong/val --tokenizer data/jinyong/tokenizer.json \
+prepare_rw4() {
+  python3 prepare.py --dataset jinyong_rw4 --input data/jinyong/corpus data/jinyong/rewrites \
+    data/jinyong/rewrites_extra --val_input data/jinyong/val --tokenizer data/jinyong/tokenizer.json \
   && python3 prepare_sft.py --dataset jinyong_rw4 --input data/jinyong/sft.jsonl \
-       --extra data/jinyong/sft_extra/single_facts.jsonl --source_copies 1; } > out/gq_prepare.log 2>&1 \
-  || { say "prepare failed:"; tail -5 out/gq_prepare.log | tee -a "$report"; exit 1; }
-say "prepared the default data and jinyong_rw4 in $((SECONDS - t_setup)) s"
+    --extra data/jinyong/sft_extra/single_facts.jsonl --source_copies 1
+}
+{ python3 prepare.py && python3 prepare_sft.py && { [[ $variants != *" gpu_rw4 "* ]] || prepare_rw4; }; } \
+  > out/gq_prepare.log 2>&1 || { say "prepare failed:"; tail -5 out/gq_prepare.log | tee -a "$report"; exit 1; }
+say "prepared the data of$variants in $((SECONDS - t_setup)) s"
 
 rm -rf out/exp/gpu_s* out/exp/gpu_sft_s* out/exp/gpu_rw4_s*   # this script's runs of an earlier call
 # A run of the gpu profile leaves an H200 idle most of the time (a 25 M model: kernel launches and compiles, not
@@ -70,10 +73,10 @@ sftcpu=(-- -- --reply_start_tokens=4 --reply_start_weight=4.0 --min_lr=2e-5 --ep
 t_start=$SECONDS
 chains=()
 for seed in 1337 2 3; do
-  ( run gpu "$seed" && PRETRAINED=out/exp/gpu_s$seed/pretrain/latest run gpu_sft "$seed" "${sftcpu[@]}" ) &
+  ( run gpu "$seed" && [[ $variants == *" gpu_sft "* ]] \
+      && PRETRAINED=out/exp/gpu_s$seed/pretrain/latest run gpu_sft "$seed" "${sftcpu[@]}" ) &
   chains+=($!)
-  ( run gpu_rw4 "$seed" "${rw4[@]}" ) &
-  chains+=($!)
+  if [[ $variants == *" gpu_rw4 "* ]]; then ( run gpu_rw4 "$seed" "${rw4[@]}" ) & chains+=($!); fi
 done
 # Fail fast: when the shipped profile's first seed fails, the others would too; stop them all, so that the call
 # ends with the error while there is device time left to fix it and call again.

@@ -192,6 +192,32 @@ def test_chunked_loss_equals_plain_cross_entropy():
         assert LinearCrossEntropy.apply(h, weight, targets, w, 8).item() == pytest.approx(ref.item(), rel=2e-2)
 
 
+def test_compiled_model_keeps_the_chunked_loss_out_of_its_graph():
+    """Compiled inside the graph, LinearCrossEntropy gave all-zero gradients on CUDA (torch 2.11, an H200; a packed
+    batch even hit an illegal memory access), so the gpu profile trained nothing (bench/cuda_grad_check.py). The
+    model must hand the loss back to eager PyTorch; the graphs torch.compile captures hold the blocks only."""
+    graphs = []
+
+    def capture(gm, example_inputs):  # a backend that records each graph and runs it as traced
+        graphs.append(str(gm.graph))
+        return gm.forward
+
+    torch._dynamo.reset()
+    model = tiny()
+    x = torch.randint(0, model.config.vocab_size, (2, 16))
+    _, eager_loss = model(x, x)
+    eager_loss.backward()
+    eager_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    _, loss = torch.compile(model, backend=capture)(x, x)
+    loss.backward()
+    torch._dynamo.reset()
+    assert graphs and any("blocks" in g for g in graphs)  # the blocks were compiled
+    assert not any("autograd_function_apply" in g or "LinearCrossEntropy" in g for g in graphs)
+    assert loss.item() == pytest.approx(eager_loss.item(), rel=1e-5)
+    assert all(torch.allclose(p.grad, g, atol=1e-6) for p, g in zip(model.parameters(), eager_grads))
+
+
 def test_loss_with_a_mask_skips_weightless_rows_without_changing_the_loss():
     """On the CPU, positions of weight 0 (prompts, padding) skip the output layer: the loss is still the weighted
     mean cross-entropy of all positions' logits."""
