@@ -390,9 +390,10 @@ class GPT(nn.Module):
         return None, total / weights.sum().clamp(min=1.0)
 
     def use_flex(self, idx):
-        # FlexAttention has no dropout on the attention weights: with attn_dropout on, SDPA's masked path runs instead
-        return self.packed_attention == "auto" and idx.device.type == "cuda" and not (self.training and
-                                                                                   self.config.attn_dropout > 0)
+        # FlexAttention has no dropout on the attention weights: with attn_dropout on, SDPA's masked path runs instead.
+        # Uncompiled (train.py's evaluation, a plain forward) it would build the full score matrix: SDPA then too
+        return (self.packed_attention == "auto" and idx.device.type == "cuda" and torch.compiler.is_compiling()
+                and not (self.training and self.config.attn_dropout > 0))
 
     def flops_per_token(self, seq_len):
         """Training FLOPs per token: 6 per weight plus attention's 12 * layers * width * context (PaLM's count)."""

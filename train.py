@@ -61,7 +61,8 @@ max_iters = 2000             # optimizer steps; 0 means: as many as `epochs` tak
 epochs = 0.0                 # passes over the training data (corpus or SFT tokens) when max_iters is 0; 0: auto_epochs
 max_seconds = 0.0            # cap on training seconds (evaluation not counted); the LR schedule fits the first to end
 optimizer = "adamw"          # 'adamw', or 'muon' (torch.optim.Muon for the block matrices, AdamW for the rest)
-learning_rate = 1e-3         # AdamW's peak LR (Muon's own peak is model.optimizers' muon_lr; the schedule scales both)
+learning_rate = 1e-3         # AdamW's peak LR
+muon_lr = 0.02               # Muon's peak LR (optimizer='muon'); the schedule scales both peaks alike
 min_lr = 1e-4                # where the cosine ends, as a share of learning_rate for every parameter group
 warmup_iters = 50
 lr_decay_iters = 0           # 0 means the end of training
@@ -286,7 +287,7 @@ def main():
     if note := muon_speed_note(cfg, system):
         log(note)
     optimizers = model.optimizers(cfg["optimizer"], cfg["learning_rate"], cfg["weight_decay"],
-                                  (cfg["beta1"], cfg["beta2"]), device_type)
+                                  (cfg["beta1"], cfg["beta2"]), device_type, cfg["muon_lr"])
     for opt in optimizers:  # the schedule scales each group's own peak LR
         for group in opt.param_groups:
             group["peak_lr"] = group["lr"]

@@ -7,7 +7,7 @@ eager float32 ones, and then one clipped, fused AdamW step: how far it moved the
 
 Ways: eager (float32 | bfloat16 autocast), compiled (torch.compile, the loss run eagerly as model.py does) and
 compiled_loss_in_graph (the loss compiled inside the graph too). Batches: `plain` (corpus windows: pretraining),
-`packed` (four examples a row with loss on their second halves: SFT; FlexAttention on CUDA) and `packed_sdpa`
+`packed` (four examples a row with loss on their second halves: SFT; FlexAttention when compiled on CUDA) and `packed_sdpa`
 (the same through SDPA with a mask, which SFT takes when attention dropout is on). A way is right when its
 gradients point where the float32 ones do (cosine near 1) with about their norm.
 """

@@ -248,6 +248,25 @@ def test_flex_attention_block_mask_computes_what_the_sdpa_mask_does():
     assert flex.item() == pytest.approx(sdpa.item(), rel=1e-5)
 
 
+def test_flex_attention_only_inside_a_compiled_graph():
+    """Uncompiled, FlexAttention materialises the whole score matrix (torch warns so on CUDA); train.py evaluates
+    with the uncompiled model, which must take SDPA's masked path then, and FlexAttention only when compiled."""
+    model = tiny()
+    idx = type("Idx", (), {"device": torch.device("cuda")})()  # stands for a CUDA input: use_flex reads its device
+    assert not model.use_flex(idx)
+    decided = []
+    torch._dynamo.reset()
+    torch.compile(lambda: decided.append(model.use_flex(idx)), backend="eager")()
+    torch._dynamo.reset()
+    assert decided == [True]
+    model.train()
+    model.config.attn_dropout = 0.1  # no dropout on attention weights in FlexAttention: SDPA even when compiled
+    decided.clear()
+    torch.compile(lambda: decided.append(model.use_flex(idx)), backend="eager")()
+    torch._dynamo.reset()
+    assert decided == [False]
+
+
 @pytest.mark.parametrize("n_kv_head", [4, 2])
 def test_written_out_attention_computes_what_sdpa_does(n_kv_head):
     """The CPU's attention with dropout, at dropout 0, against SDPA with the same packed-row mask (and GQA)."""

@@ -178,10 +178,11 @@ def test_schedule_scales_every_group_from_its_own_peak_after_warmup():
 
 
 def test_muon_keeps_its_own_learning_rate(workdir):
-    run_script("train.py", *RUN, "--out_dir=out/muon_lr", "--max_iters=6", "--optimizer=muon", cwd=workdir)
+    run_script("train.py", *RUN, "--out_dir=out/muon_lr", "--max_iters=6", "--optimizer=muon", "--muon_lr=0.05",
+               cwd=workdir)
     state = torch.load(workdir / "out/muon_lr/latest/trainer_state.pt", weights_only=True)
     adamw, muon = (opt["param_groups"][0]["lr"] for opt in state["optimizers"])
-    assert muon / adamw == pytest.approx(0.02 / 3e-3, rel=1e-6)  # one multiplier for both peaks: 3e-3 and 0.02
+    assert muon / adamw == pytest.approx(0.05 / 3e-3, rel=1e-6)  # one multiplier for both peaks: 3e-3 and 0.05
     assert adamw < 3e-3  # and the cosine has brought them down
 
 
