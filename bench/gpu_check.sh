@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Every GPU figure of BENCHMARKS.md in one call of at most 8 minutes on one CUDA GPU, with no network: the gpu
-# profile end to end with capped budgets (with SFT's recompile count and tokens/s), bench_train.py at the gpu
-# profile's size and at 12 x 768 with context 1024, and greedy answers in float32 against bfloat16.
+# Every GPU figure of BENCHMARKS.md in one call of at most 8 minutes on one CUDA GPU, with no network: whether a
+# training step's gradients are right (bench/cuda_grad_check.py), the gpu profile end to end with capped budgets
+# (with SFT's recompile count and tokens/s), bench_train.py at the gpu profile's size and at 12 x 768 with context
+# 1024, and greedy answers in float32 against bfloat16.
 #
 # Here, once:   bash ../shared/device/wheels.sh .whl && echo /.whl/ >> .git/info/exclude
 #               (optional) mkdir -p .novels && cp ../shared/corpus/*.txt .novels/ && echo /.novels/ >> .git/info/exclude
@@ -21,6 +22,9 @@ section() { say; say "== $* ($(date +%T))"; }
 section "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee -a "$report"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" 2>&1 | tee -a "$report"
+
+section "gradients: each way train.py runs a step against eager float32 (bench/cuda_grad_check.py)"
+timeout 120 python3 bench/cuda_grad_check.py --ways eager_bf16 compiled 2>&1 | grep -E "^\||^torch" | tee -a "$report"
 
 section "bench_train.py: the gpu profile's size and 12 x 768 at context 1024, bf16, compiled"
 timeout 120 python3 bench/bench_train.py --sizes 8x512x8x512x32 12x768x12x1024x16 --dtypes bfloat16 --compile \

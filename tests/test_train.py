@@ -186,6 +186,16 @@ def test_muon_keeps_its_own_learning_rate(workdir):
     assert adamw < 3e-3  # and the cosine has brought them down
 
 
+def test_a_run_that_does_not_learn_says_so(workdir):
+    """All-zero gradients (a compiler bug on one GPU) trained nothing without an error; train.py must warn once the
+    loss has not fallen by the end of warmup, and stay quiet on a run that learns."""
+    stuck = run_script("train.py", *RUN, "--out_dir=out/stuck", "--max_iters=10", "--learning_rate=1e-9",
+                       "--min_lr=0", cwd=workdir)
+    assert (stuck.stdout + stuck.stderr).count("warning: the training loss has not fallen in 5 steps") == 1
+    learning = run_script("train.py", *RUN, "--out_dir=out/learning", "--max_iters=10", cwd=workdir)
+    assert "has not fallen" not in learning.stdout + learning.stderr
+
+
 def test_a_budget_in_epochs_follows_the_data(workdir):
     proc = run_script("train.py", *RUN, "--out_dir=out/epochs", "--max_iters=0", "--epochs=3", cwd=workdir)
     meta = json.loads((workdir / "data/tiny/meta.json").read_text(encoding="utf-8"))
