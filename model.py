@@ -133,11 +133,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         return grad_h * grad_total.to(grad_h.dtype), grad_w * grad_total, None, None, None
 
 
-@torch.compiler.disable  # torch.compile stops before the loss
 def linear_cross_entropy(h, weight, targets, weights, chunk_rows):
-    """LinearCrossEntropy, always run eagerly. Compiled inside the model's graph on CUDA (torch 2.11, an H200) its
-    gradients came out all zero, and a packed batch hit an illegal memory access: the gpu profile trained nothing.
-    Run eagerly, a compiled model's gradients match float32 eager ones (cosine 1.0000, bench/cuda_grad_check.py)."""
     return LinearCrossEntropy.apply(h, weight, targets, weights, chunk_rows)
 
 
@@ -328,6 +324,7 @@ class GPT(nn.Module):
         cos, sin = rope_tables(c.n_embd // c.n_head, c.block_size, c.rope_theta, "cpu")
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        self.loss_fn = linear_cross_entropy  # compiled() swaps in a version torch.compile leaves out of its graph
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # residual outputs scaled down so the stream does not grow with depth
             if name.endswith(("o_proj.weight", "down_proj.weight")):
@@ -386,8 +383,16 @@ class GPT(nn.Module):
             # wait for the device and give every batch another shape
             keep = weights.nonzero().squeeze(1)
             h, weights, targets = h[keep], weights[keep], targets[keep]
-        total = linear_cross_entropy(h, self.lm_head.weight, targets, weights, self.loss_chunk_rows)
+        total = self.loss_fn(h, self.lm_head.weight, targets, weights, self.loss_chunk_rows)
         return None, total / weights.sum().clamp(min=1.0)
+
+    def compiled(self, **options):
+        """torch.compile(self, **options) with the chunked loss left out of the graph, run eagerly. Compiled inside it
+        on CUDA (torch 2.11, an H200) its gradients came out all zero and a packed batch hit an illegal memory
+        access: the gpu profile trained nothing. Run eagerly, the gradients match float32 eager ones (cosine 1.0000,
+        bench/cuda_grad_check.py). Here rather than at import: torch.compiler.disable loads the compiler (1.5 s)."""
+        self.loss_fn = torch.compiler.disable(linear_cross_entropy)
+        return torch.compile(self, **options)
 
     def use_flex(self, idx):
         # FlexAttention has no dropout on the attention weights: with attn_dropout on, SDPA's masked path runs instead.

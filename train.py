@@ -308,7 +308,7 @@ def main():
         log(f"resuming at step {step}")
     raw_model = model
     if cfg["compile"] and device_type == "cuda":
-        model = torch.compile(model)
+        model = model.compiled()  # the loss stays out of the graph (model.GPT.compiled says why)
     if system["ddp"]:
         model = DDP(model, device_ids=[torch.device(system["device"]).index] if device_type == "cuda" else None)
     ctx, scaler = system["ctx"], system["scaler"]

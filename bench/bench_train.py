@@ -31,7 +31,7 @@ def training_step(n_layer, n_embd, n_head, vocab, block, batch, device, dtype, c
     torch.manual_seed(0)
     raw = GPT(GPTConfig(vocab_size=vocab, block_size=block, n_layer=n_layer, n_head=n_head, n_embd=n_embd,
                         dropout=dropout, attn_dropout=attn_dropout)).to(device)
-    model = torch.compile(raw) if compile_model else raw
+    model = raw.compiled() if compile_model else raw
     opts = raw.optimizers(optimizer, 1e-3, 0.1, (0.9, 0.95), device)
     x = torch.randint(vocab, (batch, block), device=device)
     y = torch.randint(vocab, (batch, block), device=device)

@@ -5,10 +5,10 @@ eager float32 ones, and then one clipped, fused AdamW step: how far it moved the
     python bench/cuda_grad_check.py                          # all ways, on CUDA when there is a GPU
     python bench/cuda_grad_check.py --ways compiled compiled_loss_in_graph
 
-Ways: eager (float32 | bfloat16 autocast), compiled (torch.compile, the loss run eagerly as model.py does) and
-compiled_loss_in_graph (the loss compiled inside the graph too). Batches: `plain` (corpus windows: pretraining),
-`packed` (four examples a row with loss on their second halves: SFT; FlexAttention when compiled on CUDA) and `packed_sdpa`
-(the same through SDPA with a mask, which SFT takes when attention dropout is on). A way is right when its
+Ways: eager (float32 | bfloat16 autocast), compiled (GPT.compiled, as train.py compiles: the loss run eagerly) and
+compiled_loss_in_graph (plain torch.compile, the loss inside the graph too). Batches: `plain` (corpus windows:
+pretraining), `packed` (four examples a row with loss on their second halves: SFT; FlexAttention when compiled on
+CUDA) and `packed_sdpa` (the same through SDPA with a mask, which SFT takes when attention dropout is on). A way is right when its
 gradients point where the float32 ones do (cosine near 1) with about their norm.
 """
 import argparse
@@ -19,8 +19,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import model as model_module  # noqa: E402
-from model import GPT, GPTConfig, LinearCrossEntropy  # noqa: E402
+from model import GPT, GPTConfig, linear_cross_entropy  # noqa: E402
 
 
 def make_batch(kind, B, T, vocab, device):
@@ -90,7 +89,6 @@ def main():
     print("| batch | way | loss | grad norm (float32 eager's) | cosine to float32 eager | finite | params without grad "
           "| clipped step moved the weights by | s |")
     print("|---|---|---|---|---|---|---|---|---|")
-    eager_apply = model_module.linear_cross_entropy
     for kind in args.batches:
         model.packed_attention = "sdpa" if kind == "packed_sdpa" else "auto"
         batch = make_batch(kind, B, T, 8192, device)
@@ -100,10 +98,11 @@ def main():
               f"| {moved:.4f} | – |", flush=True)
         for way in args.ways:
             torch._dynamo.reset()
-            # the loss compiled inside the graph: what model.py did before it ran the loss eagerly
-            model_module.linear_cross_entropy = (LinearCrossEntropy.apply if way == "compiled_loss_in_graph"
-                                                 else eager_apply)
-            m = torch.compile(model) if way.startswith("compiled") else model
+            model.loss_fn = linear_cross_entropy
+            if way == "compiled":
+                m = model.compiled()
+            else:  # the loss compiled inside the graph too: what train.py did before GPT.compiled
+                m = torch.compile(model) if way == "compiled_loss_in_graph" else model
             t0 = time.perf_counter()
             try:
                 for _ in range(2):  # the second call is the compiled one for sure
@@ -111,8 +110,6 @@ def main():
             except Exception as e:  # a way that fails is a finding, not the end of the check
                 print(f"| {kind} | {way} | failed: {type(e).__name__}: {str(e).splitlines()[0][:160]} |", flush=True)
                 continue
-            finally:
-                model_module.linear_cross_entropy = eager_apply
             c = compare(ref, got)
             _, moved = step_moves(model)
             print(f"| {kind} | {way} | {loss:.4f} | {c['norm']:.4f} ({c['ref_norm']:.4f}) | {c['cos']:.4f} | "

@@ -1,5 +1,6 @@
 """model.py and the engine's generation."""
 import codecs
+import os
 
 import pytest
 import torch
@@ -195,7 +196,8 @@ def test_chunked_loss_equals_plain_cross_entropy():
 def test_compiled_model_keeps_the_chunked_loss_out_of_its_graph():
     """Compiled inside the graph, LinearCrossEntropy gave all-zero gradients on CUDA (torch 2.11, an H200; a packed
     batch even hit an illegal memory access), so the gpu profile trained nothing (bench/cuda_grad_check.py). The
-    model must hand the loss back to eager PyTorch; the graphs torch.compile captures hold the blocks only."""
+    compiled model must hand the loss back to eager PyTorch; the graphs torch.compile captures hold the blocks only.
+    And only the compiled one: torch.compiler.disable at import would load the compiler into every script."""
     graphs = []
 
     def capture(gm, example_inputs):  # a backend that records each graph and runs it as traced
@@ -209,13 +211,20 @@ def test_compiled_model_keeps_the_chunked_loss_out_of_its_graph():
     eager_loss.backward()
     eager_grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad(set_to_none=True)
-    _, loss = torch.compile(model, backend=capture)(x, x)
+    _, loss = model.compiled(backend=capture)(x, x)
     loss.backward()
     torch._dynamo.reset()
     assert graphs and any("blocks" in g for g in graphs)  # the blocks were compiled
     assert not any("autograd_function_apply" in g or "LinearCrossEntropy" in g for g in graphs)
     assert loss.item() == pytest.approx(eager_loss.item(), rel=1e-5)
     assert all(torch.allclose(p.grad, g, atol=1e-6) for p, g in zip(model.parameters(), eager_grads))
+    import subprocess
+    import sys
+    loaded = subprocess.run([sys.executable, "-c", "import sys, model; model.GPT(model.GPTConfig(vocab_size=64, "
+                             "block_size=16, n_layer=1, n_head=1, n_embd=16)); print('torch._dynamo' in sys.modules)"],
+                            capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.dirname(
+                                os.path.abspath(__file__)))).stdout.strip()
+    assert loaded == "False"  # building a model does not load the compiler
 
 
 def test_loss_with_a_mask_skips_weightless_rows_without_changing_the_loss():
