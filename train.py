@@ -356,7 +356,7 @@ def main():
     bar = tqdm(total=cfg["max_iters"], initial=step, unit="step", disable=not master, desc=cfg["task"])
     sync = torch.zeros(2, device=system["device"], dtype=torch.float32)  # [train seconds, stop], under DDP only
     seconds, seconds_at_eval, examples_at_eval, tokens_since = train_seconds, train_seconds, None, 0
-    first_train_loss = None  # a fresh run's loss at step 0: it must have fallen once warmup is over
+    first_train_loss = None  # step 0's loss of a run from scratch: it must have fallen once warmup is over
     t_step, loss = time.perf_counter(), None
     model.train()
     try:
@@ -412,7 +412,7 @@ def main():
                     log(f"step {step}: train {row['train_loss']:.4f} val {row['val_loss']:.4f} "
                         f"({row['val_bpc']:.3f} bits/char) lr {row['lr']:.2e} {row['tokens_per_sec']:,} tok/s"
                         + (f" mfu {row['mfu']:.1%}" if "mfu" in row else ""))
-                    if step == 0:
+                    if step == 0 and cfg["init_from"] == "scratch":  # fine-tuning's loss may rise at first
                         first_train_loss = losses["train"]
                     elif first_train_loss is not None and step >= cfg["warmup_iters"]:
                         # a broken step (all-zero gradients from a compiler bug) runs without an error: say so
