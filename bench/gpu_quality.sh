@@ -15,7 +15,8 @@
 # Here, once:   bash ../shared/device/wheels.sh .whl && echo /.whl/ >> .git/info/exclude
 # There:        bash bench/gpu_quality.sh                 (carry .whl; timeout_s 480)
 # A dry run of the logic on a CPU: MINIGLM_PROFILE=tiny BUDGET=300 bash bench/gpu_quality.sh out/gq_tiny.txt
-# Runs go to out/exp/gpu*_sSEED (bench/quality.sh); every run is stopped 15 s before BUDGET seconds (450) from the start.
+# Runs go to out/exp/gpu*_sSEED (bench/quality.sh); every run is stopped 45 s before BUDGET seconds (450) from the
+# start, which leaves the time to ask seed 1337's models the course's four questions (REPORT.md beside each run).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 report=${1:-${OUT:-out}/gpu_quality.txt}
@@ -51,7 +52,7 @@ rm -rf out/exp/gpu_s* out/exp/gpu_sft_s* out/exp/gpu_rw4_s*   # this script's ru
 # once, each with a few CPU threads. Their tokens/s are therefore not speed figures (bench/gpu_check.sh measures
 # those alone on the GPU).
 export OMP_NUM_THREADS=2 TORCHINDUCTOR_COMPILE_THREADS=2
-deadline=$((budget - 15))   # 15 s kept for the table and the archive
+deadline=$((budget - 45))   # 45 s kept for the course questions, the table and the archive
 run() {  # run VARIANT SEED ARGS...: one seed of bench/quality.sh inside the time left, then its lines of the report
   local variant=$1 seed=$2; shift 2
   local t0=$SECONDS left=$((deadline - SECONDS))
@@ -92,6 +93,17 @@ while sleep 5; do
 done
 wait
 
+# the course's four questions to each variant's seed-1337 model, in its REPORT.md (report.py; into the archive)
+for variant in gpu gpu_sft gpu_rw4; do
+  d=out/exp/${variant}_s1337
+  [ -f "$d/eval/results.json" ] || continue
+  data=data/jinyong; [ "$variant" = gpu_rw4 ] && data=data/jinyong_rw4
+  pre=$d/pretrain; [ "$variant" = gpu_sft ] && pre=out/exp/gpu_s1337/pretrain
+  timeout 25 python3 report.py --data "$data" --pretrain "$pre" --sft "$d/sft" --eval "$d/eval" \
+    --output "$d/REPORT.md" > "out/exp/$variant.report.log" 2>&1 &
+done
+wait
+
 python3 - "$report" <<'PY'
 import glob, json, os, re, sys
 report = sys.argv[1]
@@ -129,6 +141,11 @@ with open(report, "a", encoding="utf-8") as f:
     f.write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
+for variant in gpu gpu_sft gpu_rw4; do
+  f=out/exp/${variant}_s1337/REPORT.md
+  [ -f "$f" ] && { say; say "== $variant seed 1337: the course's four questions"; sed -n '/^## The course/,/^Chat with/p' "$f" \
+    | grep -v '^## \|^Chat with' | tee -a "$report"; }
+done
 tar czf "$(dirname "$report")/gpu_quality_runs.tgz" --exclude='*.safetensors' --exclude='*.pt' out/exp/gpu*_s* out/exp/gpu*.log \
   out/exp/gpu*.summary out/gq_prepare.log 2>/dev/null
 say "== done ($(date -u +%T))"
