@@ -8,8 +8,8 @@ eager float32 ones, and then one clipped, fused AdamW step: how far it moved the
 Ways: eager (float32 | bfloat16 autocast), compiled (GPT.compiled, as train.py compiles: the loss run eagerly) and
 compiled_loss_in_graph (plain torch.compile, the loss inside the graph too). Batches: `plain` (corpus windows:
 pretraining), `packed` (four examples a row with loss on their second halves: SFT; FlexAttention when compiled on
-CUDA) and `packed_sdpa` (the same through SDPA with a mask, which SFT takes when attention dropout is on). A way is right when its
-gradients point where the float32 ones do (cosine near 1) with about their norm.
+CUDA) and `packed_sdpa` (the same through SDPA with a mask, which SFT takes when attention dropout is on). A way
+is right when its gradients point where the float32 ones do (cosine near 1) with about their norm.
 """
 import argparse
 import os
@@ -36,14 +36,11 @@ def make_batch(kind, B, T, vocab, device):
 
 def grads(model, batch, dtype, device_type):
     model.zero_grad(set_to_none=True)
-    ctx = torch.autocast(device_type, dtype=dtype) if dtype != torch.float32 else torch.autocast(device_type,
-                                                                                                 enabled=False)
-    with ctx:
+    with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
         _, loss = model(batch["x"], batch["y"], batch.get("w"), doc_ids=batch.get("doc"))
     loss.backward()
-    named = dict(model.named_parameters()) if not hasattr(model, "_orig_mod") else dict(
-        model._orig_mod.named_parameters())
-    return loss.item(), {n: (p.grad.detach().float().clone() if p.grad is not None else None) for n, p in named.items()}
+    named = getattr(model, "_orig_mod", model).named_parameters()  # a compiled model's names, without its prefix
+    return loss.item(), {n: (p.grad.detach().float().clone() if p.grad is not None else None) for n, p in named}
 
 
 def compare(ref, got):
@@ -61,13 +58,13 @@ def step_moves(model, lr=1e-3):
     """Weights moved by one clipped AdamW step (fused on CUDA, as train.py makes it) from the current gradients."""
     before = [p.detach().clone() for p in model.parameters()]
     opt = model.optimizers("adamw", lr, 0.1, (0.9, 0.95), model.embed.weight.device.type)[0]
-    total = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     moved = torch.sqrt(sum(((p.detach() - b) ** 2).sum() for p, b in zip(model.parameters(), before))).item()
     with torch.no_grad():
         for p, b in zip(model.parameters(), before):
             p.copy_(b)
-    return total.item(), moved
+    return moved
 
 
 def main():
@@ -93,7 +90,7 @@ def main():
         model.packed_attention = "sdpa" if kind == "packed_sdpa" else "auto"
         batch = make_batch(kind, B, T, 8192, device)
         ref_loss, ref = grads(model, batch, torch.float32, device_type)
-        _, moved = step_moves(model)
+        moved = step_moves(model)
         print(f"| {kind} | eager_float32 | {ref_loss:.4f} | {compare(ref, ref)['ref_norm']:.4f} | 1 | True | 0 "
               f"| {moved:.4f} | – |", flush=True)
         for way in args.ways:
@@ -111,7 +108,7 @@ def main():
                 print(f"| {kind} | {way} | failed: {type(e).__name__}: {str(e).splitlines()[0][:160]} |", flush=True)
                 continue
             c = compare(ref, got)
-            _, moved = step_moves(model)
+            moved = step_moves(model)
             print(f"| {kind} | {way} | {loss:.4f} | {c['norm']:.4f} ({c['ref_norm']:.4f}) | {c['cos']:.4f} | "
                   f"{c['finite']} | {c['missing']} | {moved:.4f} | {time.perf_counter() - t0:.0f} |", flush=True)
 

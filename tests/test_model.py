@@ -1,6 +1,8 @@
 """model.py and the engine's generation."""
 import codecs
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -218,8 +220,6 @@ def test_compiled_model_keeps_the_chunked_loss_out_of_its_graph():
     assert not any("autograd_function_apply" in g or "LinearCrossEntropy" in g for g in graphs)
     assert loss.item() == pytest.approx(eager_loss.item(), rel=1e-5)
     assert all(torch.allclose(p.grad, g, atol=1e-6) for p, g in zip(model.parameters(), eager_grads))
-    import subprocess
-    import sys
     loaded = subprocess.run([sys.executable, "-c", "import sys, model; model.GPT(model.GPTConfig(vocab_size=64, "
                              "block_size=16, n_layer=1, n_head=1, n_embd=16)); print('torch._dynamo' in sys.modules)"],
                             capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.dirname(
