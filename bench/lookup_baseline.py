@@ -1,7 +1,10 @@
 """The yardstick a chat model has to beat: answer each test question with the SFT answer whose training question
 shares the most characters and character pairs with it (TF-IDF weighted, cosine), no model at all. Reports
 key-fact accuracy and ROUGE-L F1 per test group, as eval_rouge.py does; with answers.jsonl files of eval_rouge.py,
-also how often each model gave exactly the looked-up answer.
+also how often each model gave exactly the looked-up answer, and where each model's right answers come from: a
+copy of an SFT answer (character ROUGE-L F1 at least 0.9 against the nearest one), or composed. A fact only the
+corpus states can reach a right answer only composed; a right `corpus_only` answer that copies an SFT answer shows
+that the SFT set states that fact too.
 
     python bench/lookup_baseline.py [--sft data/jinyong/sft.jsonl data/jinyong/sft_wordings.jsonl]
         [--test data/jinyong/test.jsonl]
@@ -18,6 +21,7 @@ from data_utils import load_conversations  # noqa: E402
 from errors import UserError, run_main  # noqa: E402
 from eval_rouge import char_tokens, count_keys_hit, load_test, read_answers, rouge_l  # noqa: E402
 
+COPY_ROUGE_L = 0.9  # an answer this close to an SFT answer repeats it (BENCHMARKS.md: "Where the remaining errors")
 SKIP = set("，。？！、“”《》?!,. ：:；;（）()")
 
 
@@ -82,6 +86,19 @@ def main():
         print(f"{g:<14}{len(idx):>5}{acc:>10.3f}{sum(f1) / len(f1):>8.3f}" + "".join(f"{s:>21.3f}" for s in same))
     for i, path in enumerate(models, 1):
         print(f"({i}) {path}")
+    if models:
+        answers = sorted({c[1]["content"] for c in single})
+        nearest = Lookup(answers, answers)  # the SFT answer sharing most characters and pairs with a given answer
+        print(f"\nright answers (every key), copied from an SFT answer or composed")
+        print(f"{'model':<6}{'group':<14}{'keyed':>6}{'right':>7}{'copied':>8}{'composed':>10}")
+        for i, m in enumerate(models.values(), 1):
+            for g in groups:
+                keyed = [it for it in items if it[2] == g and it[3] and it[0] in m]
+                right = [m[q] for q, _, _, keys in keyed if count_keys_hit(m[q], keys) == len(keys)]
+                near = [nearest.answer(a) for a in right]
+                copied = sum(s["f"] >= COPY_ROUGE_L for s in rouge_l(right, near, char_tokens)) if right else 0
+                if keyed:
+                    print(f"({i}){'':<3}{g:<14}{len(keyed):>6}{len(right):>7}{copied:>8}{len(right) - copied:>10}")
 
 
 if __name__ == "__main__":

@@ -130,12 +130,15 @@ def test_lookup_baseline_answers_with_the_nearest_training_question(tmp_path):
     (tmp_path / "answers.jsonl").write_text("".join(json.dumps(
         {"question": q, "answers": {"m": {"answer": a}}}, ensure_ascii=False) + "\n" for q, a in [
         ("谁是郭靖的父亲？", "郭靖的父亲是郭啸天。"), ("黄蓉她爹叫什么？", "郭靖的父亲是郭啸天。"),
-        ("郭靖的师父都是谁？", "不知道。")]), encoding="utf-8")
+        ("郭靖的师父都是谁？", "丘处机教过郭靖。")]), encoding="utf-8")
     proc = run_script("bench/lookup_baseline.py", "--sft", "sft.jsonl", "--test", "test.jsonl", "--answers",
                       "answers.jsonl", cwd=tmp_path)
     rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines()[2:4]}
     assert rows["seen"][:2] == ["2", "1.000"] and float(rows["seen"][3]) == 0.5
     assert rows["corpus_only"][:2] == ["1", "0.000"] and float(rows["corpus_only"][3]) == 0.0
+    # right answers by origin: the right `seen` one repeats an SFT answer, the right `corpus_only` one is new text
+    origin = {line.split()[1]: line.split()[2:] for line in proc.stdout.splitlines() if line.startswith("(1) ")}
+    assert origin["seen"] == ["2", "1", "1", "0"] and origin["corpus_only"] == ["1", "1", "0", "1"]
 
 
 def test_book_questions_are_new_and_each_has_a_right_sft_answer(trained):

@@ -60,10 +60,29 @@ def test_a_single_turn_question_has_one_reply():
 def test_test_set_is_held_out_and_has_both_groups():
     convs, recs, _ = load_conversations(os.path.join(DATA, "test.jsonl"))
     groups = [r["group"] for r in recs]
-    assert len(convs) >= 200 and groups.count("seen") >= 100 and groups.count("corpus_only") >= 100
+    assert len(convs) >= 200 and groups.count("seen") >= 100 and groups.count("corpus_only") >= 90
     train, _, _ = load_conversations(os.path.join(DATA, "sft.jsonl"))
     train_q = {norm(t["content"]) for c in train for t in c if t["role"] == "user"}
     assert not [c[0]["content"] for c in convs if norm(c[0]["content"]) in train_q]
+
+
+def test_corpus_only_facts_are_not_the_answer_to_a_like_sft_question():
+    """`corpus_only` asks what only the corpus states. 34 of its questions had moved to `seen` once the SFT set had
+    grown to state their facts (BENCHMARKS.md: every right answer a copy): a chat model copies SFT answers, and the
+    answer to the most similar SFT question (bench/lookup_baseline.py) then held every key of 16 of them. Single-
+    character keys make a few accidental matches possible, so up to 2 of the group are let through."""
+    import sys
+    sys.path.insert(0, os.path.join(REPO, "bench"))
+    from eval_rouge import count_keys_hit, load_test
+    from lookup_baseline import Lookup
+    convs = []
+    for name in ("sft.jsonl", "sft_wordings.jsonl"):
+        convs += [c for c in load_conversations(os.path.join(DATA, name))[0] if len(c) == 2]
+    lookup = Lookup([c[0]["content"] for c in convs], [c[1]["content"] for c in convs])
+    corpus_only = [(q, keys) for q, _, group, keys in load_test(os.path.join(DATA, "test.jsonl"))
+                   if group == "corpus_only"]
+    given_away = [q for q, keys in corpus_only if count_keys_hit(lookup.answer(q), keys) == len(keys)]
+    assert len(given_away) <= 2, given_away
 
 
 def replies_holding_every_key(replies, test_records):
