@@ -89,16 +89,17 @@ def main():
     if models:
         answers = sorted({c[1]["content"] for c in single})
         nearest = Lookup(answers, answers)  # the SFT answer sharing most characters and pairs with a given answer
-        print(f"\nright answers (every key), copied from an SFT answer or composed")
+        print("\nright answers (every key), copied from an SFT answer or composed")
         print(f"{'model':<6}{'group':<14}{'keyed':>6}{'right':>7}{'copied':>8}{'composed':>10}")
         for i, m in enumerate(models.values(), 1):
             for g in groups:
                 keyed = [it for it in items if it[2] == g and it[3] and it[0] in m]
+                if not keyed:
+                    continue
                 right = [m[q] for q, _, _, keys in keyed if count_keys_hit(m[q], keys) == len(keys)]
                 near = [nearest.answer(a) for a in right]
-                copied = sum(s["f"] >= COPY_ROUGE_L for s in rouge_l(right, near, char_tokens)) if right else 0
-                if keyed:
-                    print(f"({i}){'':<3}{g:<14}{len(keyed):>6}{len(right):>7}{copied:>8}{len(right) - copied:>10}")
+                copied = sum(s["f"] >= COPY_ROUGE_L for s in rouge_l(right, near, char_tokens))
+                print(f"({i}){'':<3}{g:<14}{len(keyed):>6}{len(right):>7}{copied:>8}{len(right) - copied:>10}")
 
 
 if __name__ == "__main__":
