@@ -12,11 +12,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 report=${1:-${OUT:-out}/gpu_check.txt}
 mkdir -p "$(dirname "$report")" out
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONUNBUFFERED=1 MINIGLM_PROFILE=gpu
-say() { echo "$*" | tee -a "$report"; }
+source bench/gpu_env.sh   # the carried wheels, say()
+export MINIGLM_PROFILE=gpu
 section() { say; say "== $* ($(date +%T))"; }
 : > "$report"
 section "machine"

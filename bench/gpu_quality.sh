@@ -22,11 +22,8 @@ cd "$(dirname "$0")/.."
 report=${1:-${OUT:-out}/gpu_quality.txt}
 budget=${BUDGET:-450}   # seconds for the whole script, set-up included; the device allows 600 a call
 mkdir -p "$(dirname "$report")" out/exp
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export PYTHONUNBUFFERED=1 MINIGLM_PROFILE=${MINIGLM_PROFILE:-gpu} PYTHON=python3
-say() { echo "$*" | tee -a "$report"; }
+source bench/gpu_env.sh   # the carried wheels, say()
+export MINIGLM_PROFILE=${MINIGLM_PROFILE:-gpu} PYTHON=python3
 : > "$report"
 say "== gpu_quality.sh, profile $MINIGLM_PROFILE, $(date -u +%FT%TZ)"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>&1 | head -1 | tee -a "$report"
