@@ -11,6 +11,9 @@
 #            fact at auto_epochs' 14.7 passes) with the 3,102 single-attribute rows among its Q&A rows; SFT as `gpu`.
 #            On the CPU's 6.9 M model this raised `seen` keys and left `corpus_only` where it was (BENCHMARKS.md,
 #            "Four tellings at 60 readings"); the gpu profile's larger model is where it is left to measure.
+#   gpu_cov  SFT only, from the same seed's `gpu` pretrained model, with sft_extra/facts.jsonl (every corpus fact, 3,165
+#            answers) among the training-only rows, for four times the gpu profile's passes: on the CPU's model this
+#            answered more only at four times the steps (BENCHMARKS.md, "SFT coverage"), which a GPU can afford.
 #
 # Here, once:   bash ../shared/device/wheels.sh .whl && echo /.whl/ >> .git/info/exclude
 # There:        bash bench/gpu_quality.sh                 (carry .whl; timeout_s 480)
@@ -30,7 +33,8 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>&1 | head -1 | 
 python3 -c "import torch; print('torch', torch.__version__)" 2>&1 | tee -a "$report"
 
 # nine runs do not fit in eight minutes on an H200 (the first call's `gpu_sft` runs were stopped in evaluation):
-# by default `gpu` and `gpu_rw4` (about 5 minutes); VARIANTS="gpu gpu_sft" for the other, "gpu" for the shipped alone
+# by default `gpu` and `gpu_rw4` (about 5 minutes); VARIANTS="gpu gpu_sft" or "gpu gpu_cov" for the others, "gpu" for
+# the shipped alone
 variants=" ${VARIANTS:-gpu gpu_rw4} "
 t_setup=$SECONDS
 prepare_rw4() {
@@ -39,11 +43,17 @@ prepare_rw4() {
   && python3 prepare_sft.py --dataset jinyong_rw4 --input data/jinyong/sft.jsonl \
     --extra data/jinyong/sft_extra/single_facts.jsonl --source_copies 1
 }
-{ python3 prepare.py && python3 prepare_sft.py && { [[ $variants != *" gpu_rw4 "* ]] || prepare_rw4; }; } \
+prepare_cov() {
+  mkdir -p data/jinyong_cov && cp data/jinyong/tokenizer.json data/jinyong_cov/ \
+  && python3 prepare_sft.py --dataset jinyong_cov --input data/jinyong/sft.jsonl \
+    --extra data/jinyong/sft_wordings.jsonl data/jinyong/sft_extra/facts.jsonl
+}
+{ python3 prepare.py && python3 prepare_sft.py && { [[ $variants != *" gpu_rw4 "* ]] || prepare_rw4; } \
+  && { [[ $variants != *" gpu_cov "* ]] || prepare_cov; }; } \
   > out/gq_prepare.log 2>&1 || { say "prepare failed:"; tail -5 out/gq_prepare.log | tee -a "$report"; exit 1; }
 say "prepared the data of$variants in $((SECONDS - t_setup)) s"
 
-rm -rf out/exp/gpu_s* out/exp/gpu_sft_s* out/exp/gpu_rw4_s*   # this script's runs of an earlier call
+rm -rf out/exp/gpu_s* out/exp/gpu_sft_s* out/exp/gpu_rw4_s* out/exp/gpu_cov_s*   # this script's runs of an earlier call
 # A run of the gpu profile leaves an H200 idle most of the time (a 30 M model: kernel launches and compiles, not
 # arithmetic), so the runs share the GPU: each seed's `gpu` (followed by its `gpu_sft`) and `gpu_rw4` start at
 # once, each with a few CPU threads. Their tokens/s are therefore not speed figures (bench/gpu_check.sh measures
@@ -70,11 +80,14 @@ run() {  # run VARIANT SEED ARGS...: one seed of bench/quality.sh inside the tim
 }
 rw4=(-- --dataset=jinyong_rw4 --sft_mix_extra=True)
 sftcpu=(-- -- --reply_start_tokens=4 --reply_start_weight=4.0 --min_lr=2e-5 --epochs=2.9)
+sftcov=(-- -- --dataset=jinyong_cov --epochs=11.2)
 t_start=$SECONDS
 chains=()
 for seed in 1337 2 3; do
-  ( run gpu "$seed" && [[ $variants == *" gpu_sft "* ]] \
-      && PRETRAINED=out/exp/gpu_s$seed/pretrain/latest run gpu_sft "$seed" "${sftcpu[@]}" ) &
+  ( run gpu "$seed" || exit
+    pretrained=out/exp/gpu_s$seed/pretrain/latest
+    [[ $variants != *" gpu_sft "* ]] || PRETRAINED=$pretrained run gpu_sft "$seed" "${sftcpu[@]}"
+    [[ $variants != *" gpu_cov "* ]] || PRETRAINED=$pretrained run gpu_cov "$seed" "${sftcov[@]}" ) &
   chains+=($!)
   if [[ $variants == *" gpu_rw4 "* ]]; then ( run gpu_rw4 "$seed" "${rw4[@]}" ) & chains+=($!); fi
 done
@@ -91,11 +104,11 @@ done
 wait
 
 # the course's four questions to each variant's seed-1337 model, in its REPORT.md (report.py; into the archive)
-for variant in gpu gpu_sft gpu_rw4; do
+for variant in gpu gpu_sft gpu_rw4 gpu_cov; do
   d=out/exp/${variant}_s1337
   [ -f "$d/eval/results.json" ] || continue
   data=data/jinyong; [ "$variant" = gpu_rw4 ] && data=data/jinyong_rw4
-  pre=$d/pretrain; [ "$variant" = gpu_sft ] && pre=out/exp/gpu_s1337/pretrain
+  pre=$d/pretrain; [[ $variant == gpu_sft || $variant == gpu_cov ]] && pre=out/exp/gpu_s1337/pretrain
   timeout 25 python3 report.py --data "$data" --pretrain "$pre" --sft "$d/sft" --eval "$d/eval" \
     --output "$d/REPORT.md" > "out/exp/$variant.report.log" 2>&1 &
 done
@@ -107,7 +120,7 @@ report = sys.argv[1]
 cols = ["seen R-L", "corpus_only R-L", "key-fact", "seen key", "corpus_only key", "in-domain refusals",
         "OOD declines", "flags (empty, garbled, repeating, cut off)", "pretrain steps", "held-out bits/char", "pretrain tok/s"]
 lines = ["", "| run | seed | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
-for variant in ("gpu", "gpu_sft", "gpu_rw4"):
+for variant in ("gpu", "gpu_sft", "gpu_rw4", "gpu_cov"):
     rows = []
     for path in sorted(glob.glob(f"out/exp/{variant}_s*/eval/results.json")):
         m = re.fullmatch(rf"out/exp/{variant}_s(\d+)/eval/results.json", path)
@@ -118,7 +131,7 @@ for variant in ("gpu", "gpu_sft", "gpu_rw4"):
         g = r.get("groups", {})
         flagged = round(r["n"] * sum(r.get(k, 0) for k in ("empty_rate", "garbled_rate", "repetition_rate",
                                                                "truncated_rate")))
-        pre = f"out/exp/{'gpu' if variant == 'gpu_sft' else variant}_s{seed}/pretrain/log.jsonl"
+        pre = f"out/exp/{'gpu' if variant in ('gpu_sft', 'gpu_cov') else variant}_s{seed}/pretrain/log.jsonl"
         log = [json.loads(l) for l in open(pre)] if os.path.exists(pre) else []
         last = log[-1] if log else {}
         vals = [g.get("seen", {}).get("rouge_l_f"), g.get("corpus_only", {}).get("rouge_l_f"), r.get("key_accuracy"),

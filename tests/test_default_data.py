@@ -129,6 +129,37 @@ def test_extra_minor_people_are_new_to_sft_and_test_and_give_no_corpus_only_fact
     assert not replies_holding_every_key(replies, corpus_only)
 
 
+def test_extra_fact_set_asks_what_the_sft_and_test_sets_do_not_and_states_the_corpus_only_facts():
+    """sft_extra/facts.jsonl: the facts of every corpus section, one short answer each asked three ways, written from
+    the sections alone (the writers never saw the SFT or test set); not read by default (BENCHMARKS.md: SFT coverage of
+    every fact). It states nearly every `corpus_only` fact: appended to the SFT set, those questions are seen ones."""
+    convs, recs, bad = load_conversations(os.path.join(DATA, "sft_extra", "facts.jsonl"))
+    assert not bad and len(convs) >= 8000 and all(len(c) == 2 for c in convs)
+    assert {r.get("book") for r in recs} == {"射雕英雄传", "神雕侠侣", "天龙八部"}
+    replies = [c[1]["content"] for c in convs]
+    assert all(12 <= len(r) <= 130 and r.endswith(END) for r in replies)
+    asked = [norm(c[0]["content"]) for c in convs]
+    assert len(set(asked)) == len(asked)
+    sft = [c for name in ("sft.jsonl", "sft_wordings.jsonl") for c in load_conversations(os.path.join(DATA, name))[0]]
+    test, test_recs, _ = load_conversations(os.path.join(DATA, "test.jsonl"))
+    assert not set(asked) & {norm(t["content"]) for c in sft + test for t in c if t["role"] == "user"}
+    corpus_only = [r for r in test_recs if r.get("group") == "corpus_only" and "keys" in r]
+    given_away = {q for q, _ in replies_holding_every_key(sorted(set(replies)), corpus_only)}
+    assert len(given_away) >= 0.8 * len(corpus_only)
+
+
+def test_user_questions_are_keyed_by_their_own_reference():
+    """user_questions.jsonl: 80 questions a new user might ask, written from the corpus sections alone (never the SFT
+    or test set), for `eval_rouge.py --test`: every key (one spelling of it) is in the reference, none in the question."""
+    convs, recs, bad = load_conversations(os.path.join(DATA, "user_questions.jsonl"))
+    assert not bad and len(convs) == 80 and {r["group"] for r in recs} == {"user"}
+    for c, r in zip(convs, recs):
+        assert 1 <= len(r["keys"]) <= 3, r
+        for key in r["keys"]:
+            spellings = key.split("|")
+            assert any(x in c[1]["content"] for x in spellings) and not any(x in c[0]["content"] for x in spellings), r
+
+
 def test_extra_wordings_only_reword_sft_questions_and_stay_held_out():
     """New questions for the SFT set's own answers (no new answer, so no new fact), none equal to an SFT question
     or a test question, none asked twice."""
@@ -191,7 +222,8 @@ def all_texts():
     folders = ("corpus", "rewrites", "rewrites_extra", "val")
     files = [f for d in folders for f in sorted(glob.glob(os.path.join(DATA, d, "kb_*.txt")))]
     texts = [(f, read_text_file(f)[0]) for f in files]
-    extras = ("sft_extra/single_facts.jsonl", "sft_extra/minor_people.jsonl")
+    extras = ("sft_extra/single_facts.jsonl", "sft_extra/minor_people.jsonl", "sft_extra/facts.jsonl",
+              "user_questions.jsonl")
     for name in ("sft.jsonl", "test.jsonl", *extras):
         convs, _, _ = load_conversations(os.path.join(DATA, name))
         texts += [(name, t["content"]) for c in convs for t in c if t["role"] == "assistant"]
