@@ -96,14 +96,21 @@ def replies_holding_every_key(replies, test_records):
     return found
 
 
-def test_extra_single_fact_set_loads_and_stays_held_out():
-    convs, recs, bad = load_conversations(os.path.join(DATA, "sft_extra", "single_facts.jsonl"))
-    assert not bad and len(convs) >= 3000 and all(len(c) == 2 for c in convs)
+def load_single_fact_rows(name, min_rows, reply_chars):
+    """(replies, normalised questions) of an sft_extra/ file of single-turn rows about all three novels, each
+    question asked once and each reply reply_chars = (shortest, longest) long, ending a sentence."""
+    convs, recs, bad = load_conversations(os.path.join(DATA, "sft_extra", name))
+    assert not bad and len(convs) >= min_rows and all(len(c) == 2 for c in convs)
     assert {r.get("book") for r in recs} == {"射雕英雄传", "神雕侠侣", "天龙八部"}
     replies = [c[1]["content"] for c in convs]
-    assert all(8 <= len(r) <= 70 and r.endswith(END) for r in replies)
+    assert all(reply_chars[0] <= len(r) <= reply_chars[1] and r.endswith(END) for r in replies)
     asked = [norm(c[0]["content"]) for c in convs]
     assert len(set(asked)) == len(asked)
+    return replies, asked
+
+
+def test_extra_single_fact_set_loads_and_stays_held_out():
+    replies, asked = load_single_fact_rows("single_facts.jsonl", 3000, (8, 70))
     test, test_recs, _ = load_conversations(os.path.join(DATA, "test.jsonl"))
     assert not {norm(c[0]["content"]) for c in test} & set(asked)
     # no reply gives away a test fact: it never holds all the keys of a test question
@@ -133,13 +140,7 @@ def test_extra_fact_set_asks_what_the_sft_and_test_sets_do_not_and_states_the_co
     """sft_extra/facts.jsonl: the facts of every corpus section, one short answer each asked three ways, written from
     the sections alone (the writers never saw the SFT or test set); not read by default (BENCHMARKS.md: SFT coverage of
     every fact). It states nearly every `corpus_only` fact: appended to the SFT set, those questions are seen ones."""
-    convs, recs, bad = load_conversations(os.path.join(DATA, "sft_extra", "facts.jsonl"))
-    assert not bad and len(convs) >= 8000 and all(len(c) == 2 for c in convs)
-    assert {r.get("book") for r in recs} == {"射雕英雄传", "神雕侠侣", "天龙八部"}
-    replies = [c[1]["content"] for c in convs]
-    assert all(12 <= len(r) <= 130 and r.endswith(END) for r in replies)
-    asked = [norm(c[0]["content"]) for c in convs]
-    assert len(set(asked)) == len(asked)
+    replies, asked = load_single_fact_rows("facts.jsonl", 8000, (12, 130))
     sft = [c for name in ("sft.jsonl", "sft_wordings.jsonl") for c in load_conversations(os.path.join(DATA, name))[0]]
     test, test_recs, _ = load_conversations(os.path.join(DATA, "test.jsonl"))
     assert not set(asked) & {norm(t["content"]) for c in sft + test for t in c if t["role"] == "user"}
