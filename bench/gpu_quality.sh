@@ -14,6 +14,7 @@
 #   gpu_cov  SFT only, from the same seed's `gpu` pretrained model, with sft_extra/facts.jsonl (every corpus fact, 3,165
 #            answers) among the training-only rows, for four times the gpu profile's passes: on the CPU's model this
 #            answered more only at four times the steps (BENCHMARKS.md, "SFT coverage"), which a GPU can afford.
+#            Not yet run on a GPU (its logic only, on a CPU with the tiny profile); its SFT time there is unknown.
 #
 # Here, once:   bash ../shared/device/wheels.sh .whl && echo /.whl/ >> .git/info/exclude
 # There:        bash bench/gpu_quality.sh                 (carry .whl; timeout_s 480)
@@ -55,7 +56,7 @@ say "prepared the data of$variants in $((SECONDS - t_setup)) s"
 
 rm -rf out/exp/gpu_s* out/exp/gpu_sft_s* out/exp/gpu_rw4_s* out/exp/gpu_cov_s*   # this script's runs of an earlier call
 # A run of the gpu profile leaves an H200 idle most of the time (a 30 M model: kernel launches and compiles, not
-# arithmetic), so the runs share the GPU: each seed's `gpu` (followed by its `gpu_sft`) and `gpu_rw4` start at
+# arithmetic), so the runs share the GPU: each seed's `gpu` (followed by its `gpu_sft` or `gpu_cov`) and `gpu_rw4` start at
 # once, each with a few CPU threads. Their tokens/s are therefore not speed figures (bench/gpu_check.sh measures
 # those alone on the GPU).
 export OMP_NUM_THREADS=2 TORCHINDUCTOR_COMPILE_THREADS=2
