@@ -218,6 +218,20 @@ def test_out_of_domain_questions_are_refused_in_the_sft_style():
         assert opening in taught or re.fullmatch(r"抱歉，(\w+所在的)?《\w+》不在我的知识范围内。", opening), opening
 
 
+def test_a_refusal_never_names_someone_the_corpus_tells_of():
+    """A refusal that places a person in another novel ("抱歉，X所在的《Y》...") is right only if the corpus says nothing
+    of X: the corpus ends 【张君宝】 with his founding 武当派 as 张三丰, so 张三丰创立了哪个门派？ is answerable (and was
+    a test refusal until 2026-12-05)."""
+    corpus = "".join(read_text_file(f)[0] for d in ("corpus", "rewrites")
+                     for f in glob.glob(os.path.join(DATA, d, "kb_*.txt")))
+    named = set()
+    for name in ("sft.jsonl", "sft_wordings.jsonl", "test.jsonl"):
+        convs, _, _ = load_conversations(os.path.join(DATA, name))
+        named |= {m for c in convs for t in c if t["role"] == "assistant"
+                  for m in re.findall(r"抱歉，(\w+?)所在的《", t["content"])}
+    assert len(named) >= 5 and not [x for x in named if x in corpus]
+
+
 def all_texts():
     """(source, sentence) of every corpus and re-telling sentence and every SFT/test answer sentence."""
     folders = ("corpus", "rewrites", "rewrites_extra", "val")
