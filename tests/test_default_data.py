@@ -232,6 +232,25 @@ def test_a_refusal_never_names_someone_the_corpus_tells_of():
     assert len(named) >= 5 and not [x for x in named if x in corpus]
 
 
+def test_adaptation_questions_get_what_the_corpus_states():
+    """The corpus tells of each novel's film and TV versions (神雕: the 1983 and 1995 TVB ones): a reply that declines
+    the whole question taught the model to refuse an in-domain test question. Only what the corpus leaves out (who
+    played whom, which version is best) is declined, after the facts."""
+    from eval_rouge import is_refusal
+    asked = 0
+    for name in ("sft.jsonl", "sft_wordings.jsonl"):
+        convs, _, _ = load_conversations(os.path.join(DATA, name))
+        for c in convs:
+            q, a = c[0]["content"], c[-1]["content"]
+            # about these novels' screen versions (推荐几部好看的电影 stays a refusal)
+            if re.search("电视剧|电影|影视|翻拍|谁演|演员", q) and re.search("射雕|神雕|天龙|金庸|郭靖|杨过|萧峰|乔峰", q):
+                asked += 1
+                assert not is_refusal(a) and re.search(r"改编|拍成", a), q
+                if re.search("射雕|神雕", a):  # the corpus dates these two novels' best-known TV versions
+                    assert "一九八三年" in a, q
+    assert asked >= 10
+
+
 def all_texts():
     """(source, sentence) of every corpus and re-telling sentence and every SFT/test answer sentence."""
     folders = ("corpus", "rewrites", "rewrites_extra", "val")
