@@ -7,7 +7,7 @@ import pytest
 
 from conftest import REPO
 from data_utils import COURSE_QUESTIONS, load_conversations, read_text_file
-from eval_rouge import normalize_for_keys
+from eval_rouge import is_refusal, normalize_for_keys
 
 DATA = os.path.join(REPO, "data", "jinyong")
 END = tuple("。！？…”」）")
@@ -236,7 +236,6 @@ def test_adaptation_questions_get_what_the_corpus_states():
     """The corpus tells of each novel's film and TV versions (神雕: the 1983 and 1995 TVB ones): a reply that declines
     the whole question taught the model to refuse an in-domain test question. Only what the corpus leaves out (who
     played whom, which version is best) is declined, after the facts."""
-    from eval_rouge import is_refusal
     asked = 0
     for name in ("sft.jsonl", "sft_wordings.jsonl"):
         convs, _, _ = load_conversations(os.path.join(DATA, name))
