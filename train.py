@@ -23,11 +23,11 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+from batches import Batches, ExamplePacker, Prefetcher, SFTData, open_tokens
 from checkpoint import (CheckpointError, find_checkpoint, load_checkpoint, load_trainer_state, read_info,
                         save_checkpoint)
 from configurator import ConfigError, check_train_config, hardware_profile, load_config
-from data_utils import (Batches, ExamplePacker, Prefetcher, SFTData, check_pretrain_data, open_tokens,
-                        read_json)
+from data_utils import check_pretrain_data, read_json
 from errors import run_main
 from model import CPU_BF16_MIN_SPEEDUP, GPT, GPTConfig, cpu_bf16_speedup, gpu_peak_flops, pick_device
 from plotting import plot_runs

@@ -15,7 +15,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from checkpoint import load_checkpoint  # noqa: E402
-from data_utils import Batches, open_tokens  # noqa: E402
+from batches import Batches, open_tokens  # noqa: E402
 from errors import run_main  # noqa: E402
 
 

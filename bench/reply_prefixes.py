@@ -14,7 +14,7 @@ from collections import defaultdict
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data_utils import SFTData  # noqa: E402
+from batches import SFTData  # noqa: E402
 from errors import run_main  # noqa: E402
 
 

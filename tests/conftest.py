@@ -1,13 +1,18 @@
 """Fixtures: tiny data the tests write themselves, and tiny checkpoints trained once per session.
 
-Scripts run as subprocesses in a temporary working directory, as a user runs them; nothing touches the
-repository's data/ or out/.
+Scripts run as a user runs them, as __main__ with their arguments, in a temporary working directory (in the test's
+own process unless a test needs another: see run_script); nothing touches the repository's data/ or out/.
 """
+import contextlib
+import io
 import json
 import os
+import runpy
+import signal
 import socket
 import subprocess
 import sys
+import traceback
 
 import pytest
 
@@ -56,14 +61,54 @@ def write_jsonl(path, records):
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
-def run_script(script, *args, cwd, env=None, timeout=300, check=True):
-    """Run one of the project's scripts as a user would; returns the CompletedProcess."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+def run_script(script, *args, cwd, env=None, timeout=300, check=True, isolated=False):
+    """Run one of the project's scripts as a user would (as __main__, with these arguments, in cwd); returns a
+    CompletedProcess. In this process unless it needs its own (isolated, or env to set): starting Python and
+    importing torch again costs about 3 s a script on a laptop CPU, most of the suite's time when each ran apart."""
+    if isolated or env:
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        proc = subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd, env=full_env,
+                              capture_output=True, text=True, timeout=timeout)
+    else:
+        proc = run_in_this_process(script, args, cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def run_in_this_process(script, args, cwd):
+    """`python script args` in cwd, run here: argv, sys.path[0], the working directory, stdout and stderr are the
+    script's while it runs, and the exit status is its SystemExit's (1 and the traceback for an uncaught error).
+    What a script changes for the rest of the process (signal handlers, environment, torch's threads) is put back."""
+    path = os.path.join(REPO, script)
+    saved = dict(argv=sys.argv, path=list(sys.path), cwd=os.getcwd(), environ=dict(os.environ),
+                 signals={s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGXFSZ)},
+                 threads=sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        sys.argv, sys.path[:0] = [path, *args], [os.path.dirname(path)]
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(path, run_name="__main__")
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+                if isinstance(e.code, str):
+                    print(e.code, file=sys.stderr)
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        sys.argv, sys.path[:] = saved["argv"], saved["path"]
+        os.chdir(saved["cwd"])
+        os.environ.clear()
+        os.environ.update(saved["environ"])
+        for s, handler in saved["signals"].items():
+            signal.signal(s, handler)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(saved["threads"] or max(1, (os.cpu_count() or 1) // XDIST_WORKERS))
+    return subprocess.CompletedProcess([sys.executable, path, *args], code, out.getvalue(), err.getvalue())
 
 
 TINY_MODEL = ["--n_layer=2", "--n_head=2", "--n_embd=64", "--block_size=128", "--batch_size=8",

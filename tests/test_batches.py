@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_utils import Batches, ExamplePacker, Prefetcher, SFTData, open_tokens
+from batches import Batches, ExamplePacker, Prefetcher, SFTData, open_tokens
 from tokenizer import Tokenizer
 
 

@@ -2,16 +2,26 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from conftest import corpus_text, run_script, user_error
+from conftest import REPO, corpus_text, run_script, user_error
 from data_utils import DataError, read_text_file
 from data_utils import split_document
 from tokenizer import Tokenizer, TokenizerError
 
 MIXED = "郭靖说：“𠀀龘𪚥，ＡＢＣ１２３！”Hello, world 42. 😀🐉 黄蓉笑道……「好」\n第二行\t制表符"
+
+
+def test_the_data_scripts_do_not_import_torch():
+    """Importing torch takes seconds on a laptop: prepare.py and prepare_sft.py need none of it (batches.py has
+    what training needs), and so start at once."""
+    code = "import sys, prepare, prepare_sft; print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"
 
 
 @pytest.fixture(scope="module")

@@ -252,7 +252,7 @@ def test_pretraining_qa_rows_leave_out_the_extra_wordings(workdir, monkeypatch):
     the copies and extra wordings after them, unless sft_mix_extra asks for those too."""
     import numpy as np
     import train
-    from data_utils import SFTData
+    from batches import SFTData
     from tokenizer import Tokenizer
     monkeypatch.chdir(workdir)
     shutil.copytree("data/tiny", "data/tiny_extra", dirs_exist_ok=True)
@@ -294,7 +294,7 @@ def test_sft_replays_corpus_windows_beside_the_examples(workdir, monkeypatch):
     rest are packed examples, and the epochs count examples only."""
     import numpy as np
     import train
-    from data_utils import open_tokens
+    from batches import open_tokens
     from configurator import ConfigError
     from tokenizer import Tokenizer
     monkeypatch.chdir(workdir)
