@@ -4,6 +4,7 @@ Scripts run as a user runs them, as __main__ with their arguments, in a temporar
 own process unless a test needs another: see run_script); nothing touches the repository's data/ or out/.
 """
 import contextlib
+import faulthandler
 import io
 import json
 import os
@@ -70,16 +71,18 @@ def run_script(script, *args, cwd, env=None, timeout=300, check=True, isolated=F
         proc = subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd, env=full_env,
                               capture_output=True, text=True, timeout=timeout)
     else:
-        proc = run_in_this_process(script, args, cwd)
+        proc = run_in_this_process(script, args, cwd, timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{script} {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
 
 
-def run_in_this_process(script, args, cwd):
+def run_in_this_process(script, args, cwd, timeout):
     """`python script args` in cwd, run here: argv, sys.path[0], the working directory, stdout and stderr are the
     script's while it runs, and the exit status is its SystemExit's (1 and the traceback for an uncaught error).
-    What a script changes for the rest of the process (signal handlers, environment, torch's threads) is put back."""
+    What a script changes for the rest of the process (signal handlers, environment, torch's threads) is put back.
+    A script still running after `timeout` seconds ends this process with every thread's traceback, as a hung
+    subprocess would have been killed: CI must not wait for its own time limit."""
     path = os.path.join(REPO, script)
     saved = dict(argv=sys.argv, path=list(sys.path), cwd=os.getcwd(), environ=dict(os.environ),
                  signals={s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGXFSZ)},
@@ -88,6 +91,7 @@ def run_in_this_process(script, args, cwd):
     try:
         sys.argv, sys.path[:0] = [path, *args], [os.path.dirname(path)]
         os.chdir(cwd)
+        faulthandler.dump_traceback_later(timeout, exit=True, file=sys.__stderr__)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 runpy.run_path(path, run_name="__main__")
@@ -100,6 +104,7 @@ def run_in_this_process(script, args, cwd):
                 traceback.print_exc()
                 code = 1
     finally:
+        faulthandler.cancel_dump_traceback_later()
         sys.argv, sys.path[:] = saved["argv"], saved["path"]
         os.chdir(saved["cwd"])
         os.environ.clear()
