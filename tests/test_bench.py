@@ -141,6 +141,23 @@ def test_lookup_baseline_answers_with_the_nearest_training_question(tmp_path):
     assert origin["seen"] == ["2", "1", "1", "0"] and origin["corpus_only"] == ["1", "1", "0", "1"]
 
 
+def test_ensemble_of_one_model_answers_as_that_model_and_runs_over_several(trained):
+    """bench/ensemble.py averages next-token probabilities: one model alone must give Engine's own greedy answers
+    (the wrapper and the other models' KV caches change nothing); several answer every question."""
+    from engine import Engine, SamplingParams
+    run_script("bench/ensemble.py", "out/sft", "--test", "test.jsonl", "--output", "out/ens1.json", cwd=trained)
+    one = json.loads((trained / "out/ens1.json").read_text(encoding="utf-8"))
+    questions = [a["question"] for a in one["answers"]]
+    engine = Engine.from_checkpoint(str(trained / "out/sft"), device="cpu")
+    assert [a["answer"] for a in one["answers"]] == engine.reply_batch(questions, SamplingParams(temperature=0.0))
+    assert one["groups"]["seen"]["n"] == 1 and one["groups"]["corpus_only"]["n_keyed"] == 0
+    run_script("bench/ensemble.py", "out/sft", "out/sft/latest", "out/pre", "--test", "test.jsonl", "--output",
+               "out/ens3.json", cwd=trained)
+    three = json.loads((trained / "out/ens3.json").read_text(encoding="utf-8"))
+    assert three["checkpoints"] == ["out/sft", "out/sft/latest", "out/pre"]
+    assert [a["question"] for a in three["answers"]] == questions and all(a["answer"] for a in three["answers"])
+
+
 def test_book_questions_are_new_and_each_has_a_right_sft_answer(trained):
     """bench/book_questions.py: no probe is a question of the default data; for each, some SFT answer counts as
     right and another book's answer does not; and it scores a checkpoint."""

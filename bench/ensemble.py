@@ -1,0 +1,79 @@
+"""Greedy answers to the test set from an ensemble: the mean of several chat models' next-token probabilities
+(issue 11's probe of how much of the `seen` errors is one training run's luck; BENCHMARKS.md, "Three SFT seeds").
+Each model keeps its own KV cache; Engine generates as for one model. One folder gives that model's own answers.
+
+    python bench/ensemble.py out/sft_a out/sft_b out/sft_c --output out/ensemble.json
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from checkpoint import load_checkpoint  # noqa: E402
+from engine import Engine, SamplingParams  # noqa: E402
+from errors import UserError, run_main  # noqa: E402
+from eval_rouge import char_tokens, count_keys_hit, is_refusal, load_test, rouge_l  # noqa: E402
+from fsutil import atomic_write  # noqa: E402
+from model import KVCache  # noqa: E402
+
+
+class Ensemble(nn.Module):
+    """Forward of several models on the same tokens; returns the log of their mean next-token probabilities."""
+
+    def __init__(self, models):
+        super().__init__()
+        self.models, self.config = nn.ModuleList(models), models[0].config
+        self.cache_of, self.caches = None, []
+
+    def forward(self, idx, cache=None):
+        if cache is None:
+            outs = [m(idx)[0] for m in self.models]
+        else:
+            if cache is not self.cache_of:  # Engine made a new cache: one more for each other model, same keys
+                self.cache_of, self.caches = cache, []
+                for m in self.models[1:]:
+                    c = KVCache(m.config, cache.k.shape[1], cache.max_len, cache.k.device, cache.k.dtype)
+                    c.key_valid.copy_(cache.key_valid)
+                    self.caches.append(c)
+            outs = [self.models[0](idx, cache=cache)[0]]
+            outs += [m(idx, cache=c)[0] for m, c in zip(self.models[1:], self.caches)]
+        return torch.stack([o.float().softmax(-1) for o in outs]).mean(0).log(), None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoints", nargs="+", help="SFT run or checkpoint folders (the same tokenizer)")
+    ap.add_argument("--test", default="data/jinyong/test.jsonl")
+    ap.add_argument("--output", default="out/ensemble.json")
+    args = ap.parse_args()
+    loaded = [load_checkpoint(c, "cpu") for c in args.checkpoints]
+    ranks = {json.dumps(tok.to_dict()["mergeable_ranks"], sort_keys=True) for _, tok, _, _ in loaded}
+    if len(ranks) > 1:
+        raise UserError(f"{', '.join(args.checkpoints)}: the checkpoints have different tokenizers")
+    _, tok, info, _ = loaded[0]
+    engine = Engine(Ensemble([m for m, _, _, _ in loaded]), tok, info, "cpu")
+    test = load_test(args.test)
+    answers = engine.reply_batch([q for q, _, _, _ in test], SamplingParams(temperature=0.0, seed=1337))
+    groups = {}
+    for g in dict.fromkeys(g for _, _, g, _ in test):
+        rows = [(a, t) for a, t in zip(answers, test) if t[2] == g]
+        f = [s["f"] for s in rouge_l([a for a, _ in rows], [t[1] for _, t in rows], char_tokens)]
+        keyed = [(a, t[3]) for a, t in rows if t[3]]
+        groups[g] = {"n": len(rows), "rouge_l_f": round(sum(f) / len(f), 4),
+                     "keys_right": sum(count_keys_hit(a, k) == len(k) for a, k in keyed), "n_keyed": len(keyed),
+                     "refusals": sum(is_refusal(a) for a, _ in rows)}
+        print(g, groups[g])
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with atomic_write(args.output, "w") as f:
+        json.dump({"checkpoints": args.checkpoints, "groups": groups,
+                   "answers": [{"question": t[0], "answer": a} for t, a in zip(test, answers)]},
+                  f, ensure_ascii=False, indent=1)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    run_main(main)
