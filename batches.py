@@ -9,7 +9,6 @@ import torch
 
 from data_utils import DataError, file_sha256, read_json
 
-# ---- batches ------------------------------------------------------------------------------------------------
 # A batch is a dict of CPU tensors: x and y (B, T) token ids (y is x shifted by one), and, when the batch needs
 # them, w (B, T) float loss weights aligned with y (1 on what must be learned, 0 on padding and prompts) and doc
 # (B, T) document ids for x (attention stays inside a document; see model.py). Every batch of a run has the same

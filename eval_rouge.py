@@ -170,9 +170,8 @@ def summarize(rows):
             "avg_answer_chars": mean("answer_chars")}
 
 
-def evaluate(engine, questions, references, groups, keys, params, batch_size):
-    answers = engine.reply_batch(questions, params, batch_size=batch_size)
-    stats = dict(engine.last_stats)
+def score_answers(answers, references, groups, keys):
+    """(metrics overall and per group, one row per answer) of a model's answers to the test records."""
     chars, words = rouge_l(answers, references, char_tokens), rouge_l(answers, references, word_tokens)
     rows = []
     for a, c, w, g, record_keys in zip(answers, chars, words, groups, keys):
@@ -189,9 +188,16 @@ def evaluate(engine, questions, references, groups, keys, params, batch_size):
     out_of_domain = [r for r in rows if r["group"] == OUT_OF_DOMAIN]
     result.update(in_domain_refusal_rate=share(in_domain, "refusal"), n_in_domain=len(in_domain),
                   ood_decline_rate=share(out_of_domain, "refusal"), n_out_of_domain=len(out_of_domain))
+    result["groups"] = {g: summarize([r for r in rows if r["group"] == g]) for g in sorted(set(groups)) if g}
+    return result, rows
+
+
+def evaluate(engine, questions, references, groups, keys, params, batch_size):
+    answers = engine.reply_batch(questions, params, batch_size=batch_size)
+    stats = dict(engine.last_stats)
+    result, rows = score_answers(answers, references, groups, keys)
     result["tokens_per_second"] = stats["tokens"] / stats["seconds"] if stats["seconds"] else 0.0
     result.update(reference_loss(engine, questions, references))
-    result["groups"] = {g: summarize([r for r in rows if r["group"] == g]) for g in sorted(set(groups)) if g}
     return result, rows
 
 

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from checkpoint import load_checkpoint  # noqa: E402
 from engine import Engine, SamplingParams  # noqa: E402
 from errors import UserError, run_main  # noqa: E402
-from eval_rouge import char_tokens, count_keys_hit, is_refusal, load_test, rouge_l  # noqa: E402
+from eval_rouge import load_test, score_answers  # noqa: E402
 from fsutil import atomic_write  # noqa: E402
 from model import KVCache  # noqa: E402
 
@@ -51,26 +51,21 @@ def main():
     ap.add_argument("--output", default="out/ensemble.json")
     args = ap.parse_args()
     loaded = [load_checkpoint(c, "cpu") for c in args.checkpoints]
-    ranks = {json.dumps(tok.to_dict()["mergeable_ranks"], sort_keys=True) for _, tok, _, _ in loaded}
-    if len(ranks) > 1:
-        raise UserError(f"{', '.join(args.checkpoints)}: the checkpoints have different tokenizers")
     _, tok, info, _ = loaded[0]
+    if any(t.to_dict()["mergeable_ranks"] != tok.to_dict()["mergeable_ranks"] for _, t, _, _ in loaded[1:]):
+        raise UserError(f"{', '.join(args.checkpoints)}: the checkpoints have different tokenizers")
     engine = Engine(Ensemble([m for m, _, _, _ in loaded]), tok, info, "cpu")
-    test = load_test(args.test)
-    answers = engine.reply_batch([q for q, _, _, _ in test], SamplingParams(temperature=0.0, seed=1337))
-    groups = {}
-    for g in dict.fromkeys(g for _, _, g, _ in test):
-        rows = [(a, t) for a, t in zip(answers, test) if t[2] == g]
-        f = [s["f"] for s in rouge_l([a for a, _ in rows], [t[1] for _, t in rows], char_tokens)]
-        keyed = [(a, t[3]) for a, t in rows if t[3]]
-        groups[g] = {"n": len(rows), "rouge_l_f": round(sum(f) / len(f), 4),
-                     "keys_right": sum(count_keys_hit(a, k) == len(k) for a, k in keyed), "n_keyed": len(keyed),
-                     "refusals": sum(is_refusal(a) for a, _ in rows)}
-        print(g, groups[g])
+    questions, references, groups, keys = zip(*load_test(args.test))
+    answers = engine.reply_batch(list(questions), SamplingParams(temperature=0.0, seed=1337))
+    result, _ = score_answers(answers, references, groups, keys)  # the metrics of eval_rouge.py's results.json
+    for g, m in result["groups"].items():
+        keys = "–" if m["key_accuracy"] is None else f"{m['key_accuracy']:.3f}"
+        print(f"{g}: ROUGE-L {m['rouge_l_f']:.3f}, key-fact accuracy {keys}, refusals {m['refusal_rate']:.1%} "
+              f"of {m['n']}")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with atomic_write(args.output, "w") as f:
-        json.dump({"checkpoints": args.checkpoints, "groups": groups,
-                   "answers": [{"question": t[0], "answer": a} for t, a in zip(test, answers)]},
+        json.dump({"checkpoints": args.checkpoints, **result,
+                   "answers": [{"question": q, "answer": a} for q, a in zip(questions, answers)]},
                   f, ensure_ascii=False, indent=1)
     print(f"wrote {args.output}")
 

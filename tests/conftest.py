@@ -62,11 +62,11 @@ def write_jsonl(path, records):
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
 
 
-def run_script(script, *args, cwd, env=None, timeout=300, check=True, isolated=False):
+def run_script(script, *args, cwd, env=None, timeout=300, check=True):
     """Run one of the project's scripts as a user would (as __main__, with these arguments, in cwd); returns a
-    CompletedProcess. In this process unless it needs its own (isolated, or env to set): starting Python and
+    CompletedProcess. In this process unless it needs its own (an environment to set): starting Python and
     importing torch again costs about 3 s a script on a laptop CPU, most of the suite's time when each ran apart."""
-    if isolated or env:
+    if env:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         proc = subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd, env=full_env,
                               capture_output=True, text=True, timeout=timeout)
