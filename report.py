@@ -81,8 +81,9 @@ def main():
            table(["model", "ROUGE-L F1 (characters)", "key-fact accuracy (answers with keys)",
                   "in-domain refusals (questions)", "out-of-domain declines (questions)"], headline), "",
            "Key-fact accuracy: the share of answers that contain every key fact the test record lists (names, places, "
-           "events). A refusal is an answer that opens by declining, as MiniGLM does outside the three novels: "
-           "wanted for `out_of_domain` questions, a miss for all others.", "",
+           "events). A refusal is an answer that opens by declining, as MiniGLM does outside the three novels (one "
+           "that states every key fact anyway answered): wanted for `out_of_domain` questions, a miss for all others.",
+           "",
            table(["model", "group"] + cols, rows), "",
            "Groups: `seen` asks facts the SFT set teaches, in new words; `corpus_only` asks facts found only in "
            "the pretraining corpus; `out_of_domain` asks about things outside the three novels.", ""]

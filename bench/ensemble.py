@@ -1,8 +1,11 @@
 """Greedy answers to the test set from an ensemble: the mean of several chat models' next-token probabilities
 (issue 11's probe of how much of the `seen` errors is one training run's luck; BENCHMARKS.md, "Three SFT seeds").
 Each model keeps its own KV cache; Engine generates as for one model. One folder gives that model's own answers.
+--dropout_copies K adds the first model K more times with its training dropout left on ("MC dropout"): an
+ensemble that costs no more training, only K more forwards a token.
 
     python bench/ensemble.py out/sft_a out/sft_b out/sft_c --output out/ensemble.json
+    python bench/ensemble.py out/sft --dropout_copies 4 --output out/ensemble_mc.json
 """
 import argparse
 import json
@@ -18,18 +21,22 @@ from engine import Engine, SamplingParams  # noqa: E402
 from errors import UserError, run_main  # noqa: E402
 from eval_rouge import load_test, score_answers  # noqa: E402
 from fsutil import atomic_write  # noqa: E402
-from model import KVCache  # noqa: E402
+from model import Dropout, KVCache  # noqa: E402
 
 
 class Ensemble(nn.Module):
     """Forward of several models on the same tokens; returns the log of their mean next-token probabilities."""
 
-    def __init__(self, models):
+    def __init__(self, models, noisy=()):
         super().__init__()
         self.models, self.config = nn.ModuleList(models), models[0].config
+        self.noisy = noisy  # members whose residual dropout stays on (the attention weights' stays off)
         self.cache_of, self.caches = None, []
 
     def forward(self, idx, cache=None):
+        for i in self.noisy:  # Engine puts the whole ensemble in eval mode; these members' dropout draws anyway
+            for mod in self.models[i].modules():
+                mod.training = isinstance(mod, Dropout)
         if cache is None:
             outs = [m(idx)[0] for m in self.models]
         else:
@@ -47,6 +54,10 @@ class Ensemble(nn.Module):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoints", nargs="+", help="SFT run or checkpoint folders (the same tokenizer)")
+    ap.add_argument("--dropout_copies", type=int, default=0,
+                    help="add the first model this many more times with its training dropout on (MC dropout)")
+    ap.add_argument("--dropout", type=float, default=None,
+                    help="those copies' dropout rate (default: the rate the first model was trained with)")
     ap.add_argument("--test", default="data/jinyong/test.jsonl")
     ap.add_argument("--output", default="out/ensemble.json")
     args = ap.parse_args()
@@ -54,7 +65,15 @@ def main():
     _, tok, info, _ = loaded[0]
     if any(t.to_dict()["mergeable_ranks"] != tok.to_dict()["mergeable_ranks"] for _, t, _, _ in loaded[1:]):
         raise UserError(f"{', '.join(args.checkpoints)}: the checkpoints have different tokenizers")
-    engine = Engine(Ensemble([m for m, _, _, _ in loaded]), tok, info, "cpu")
+    models = [m for m, _, _, _ in loaded]
+    for _ in range(args.dropout_copies):
+        copy = load_checkpoint(args.checkpoints[0], "cpu")[0]
+        copy.set_dropout(copy.config.dropout if args.dropout is None else args.dropout, 0.0)
+        models.append(copy)
+    if args.dropout_copies and args.dropout is None and models[-1].config.dropout <= 0:
+        raise UserError(f"{args.checkpoints[0]}: trained without dropout; give --dropout for its copies")
+    torch.manual_seed(1337)  # the copies' dropout masks
+    engine = Engine(Ensemble(models, noisy=range(len(loaded), len(models))), tok, info, "cpu")
     questions, references, groups, keys = zip(*load_test(args.test))
     answers = engine.reply_batch(list(questions), SamplingParams(temperature=0.0, seed=1337))
     result, _ = score_answers(answers, references, groups, keys)  # the metrics of eval_rouge.py's results.json
@@ -64,7 +83,8 @@ def main():
               f"of {m['n']}")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with atomic_write(args.output, "w") as f:
-        json.dump({"checkpoints": args.checkpoints, **result,
+        json.dump({"checkpoints": args.checkpoints, "dropout_copies": args.dropout_copies,
+                   "dropout": models[-1].config.dropout if args.dropout_copies else None, **result,
                    "answers": [{"question": q, "answer": a} for q, a in zip(questions, answers)]},
                   f, ensure_ascii=False, indent=1)
     print(f"wrote {args.output}")

@@ -19,7 +19,7 @@ if profile == "gpu":      # the course's class of model (8 x 512, context 512), 
     # (it now reads both: 24 passes over 206k tokens, about 1.24 times the steps of 40 over 97k). Capped at 10 minutes.
     max_iters, epochs, max_seconds = 0, 0.0, 600.0
     eval_interval, eval_iters = 50, 20
-elif profile == "cpu":    # a 2-core laptop: about 6.5 minutes where bf16 is fast, 15-21 in float32
+elif profile == "cpu":    # a 2-core laptop: 6.5-10 minutes where bf16 is fast, 21-40 in float32
     n_layer, n_head, n_embd, block_size = 6, 4, 256, 512
     batch_size, gradient_accumulation_steps = 8, 1
     dropout = 0.0

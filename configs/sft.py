@@ -16,7 +16,7 @@ if profile == "gpu":
     learning_rate, min_lr, warmup_iters = 1e-3, 1e-4, 30
     max_iters, epochs, max_seconds = 0, 2.8, 300.0   # passes over the SFT examples (unmeasured with the fifteen wordings)
     eval_interval, eval_iters = 50, 20
-elif profile == "cpu":    # about 8 minutes on a 2-core CPU where bf16 is fast, 20-34 in float32; a fixed budget
+elif profile == "cpu":    # 8-14 minutes on a 2-core CPU where bf16 is fast, 34-60 in float32; a fixed budget
     block_size, batch_size = 256, 4   # about 20 examples a step
     # dropout on the attention weights too: without it SFT runs 30% faster with bf16 (4% in float32) and answers
     # about as well over three seeds, but one seed missed a course question (BENCHMARKS.md)

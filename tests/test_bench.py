@@ -156,6 +156,28 @@ def test_ensemble_of_one_model_answers_as_that_model_and_runs_over_several(train
     three = json.loads((trained / "out/ens3.json").read_text(encoding="utf-8"))
     assert three["checkpoints"] == ["out/sft", "out/sft/latest", "out/pre"]
     assert [a["question"] for a in three["answers"]] == questions and all(a["answer"] for a in three["answers"])
+    # MC dropout: copies of the first model without noise answer as it does; with noise, their dropout draws
+    run_script("bench/ensemble.py", "out/sft", "--dropout_copies", "2", "--dropout", "0", "--test", "test.jsonl",
+               "--output", "out/ens_mc.json", cwd=trained)
+    mc = json.loads((trained / "out/ens_mc.json").read_text(encoding="utf-8"))
+    assert mc["dropout_copies"] == 2 and mc["answers"] == one["answers"]
+
+
+def test_ensemble_members_with_dropout_draw_it_in_eval_mode(trained):
+    import os
+    import sys
+    import torch
+    from checkpoint import load_checkpoint
+    from conftest import REPO
+    sys.path.insert(0, os.path.join(REPO, "bench"))
+    from ensemble import Ensemble
+    models = [load_checkpoint(str(trained / "out/sft"))[0] for _ in range(2)]
+    models[1].set_dropout(0.5, 0.0)
+    idx = torch.randint(0, models[0].config.vocab_size, (2, 12))
+    quiet, noisy = Ensemble(models).eval(), Ensemble(models, noisy=[1]).eval()
+    assert torch.equal(quiet(idx)[0], quiet(idx)[0])
+    assert not torch.equal(noisy(idx)[0], noisy(idx)[0])
+    assert not models[0].training and not any(m.training for m in models[0].modules())
 
 
 def test_book_questions_are_new_and_each_has_a_right_sft_answer(trained):

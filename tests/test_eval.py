@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, run_script, user_error, write_jsonl
 from data_utils import DataError
 from eval_rouge import (answer_checks, char_tokens, count_keys_hit, is_refusal, normalize_for_keys, parse_keys,
-                        repeated_ngram_share, rouge_l, word_tokens)
+                        repeated_ngram_share, rouge_l, score_answers, word_tokens)
 
 REFUSAL = ("抱歉，令狐冲所在的《笑傲江湖》不在我的知识范围内。我是MiniGLM，只了解金庸的《射雕英雄传》《神雕侠侣》"
            "《天龙八部》，可以问我这三部书里的人物和故事。")
@@ -90,6 +90,17 @@ def test_is_refusal_flags_exactly_the_sft_sets_refusals():
     assert not is_refusal("") and not is_refusal("郭靖当时并不知道自己背的就是真经。")
 
 
+def test_a_refusal_that_states_every_key_answered_the_question():
+    limit = "《倚天屠龙记》是射雕三部曲的第三部，但它的内容不在我的知识范围内。"
+    answers = [limit, limit, "抱歉，郭靖不在我的知识范围内。", "抱歉，《笑傲江湖》不在我的知识范围内。"]
+    keys = [["倚天屠龙记"], ["张无忌"], ["郭啸天"], None]
+    result, rows = score_answers(answers, ["参考"] * 4, ["seen", "seen", "corpus_only", "out_of_domain"], keys)
+    assert all(is_refusal(a) for a in answers)
+    assert [r["refusal"] for r in rows] == [False, True, True, True]  # the first gives its one key: right
+    assert [r["correct"] for r in rows] == [True, False, False, None]
+    assert result["in_domain_refusal_rate"] == pytest.approx(2 / 3) and result["ood_decline_rate"] == 1.0
+
+
 def plain(text):  # the test's own normalisation: NFKC, no spaces or punctuation, lower case
     return re.sub(r"[\W_]", "", unicodedata.normalize("NFKC", text)).lower()
 
@@ -115,7 +126,7 @@ def test_eval_rouge_writes_results_answers_and_figures(trained):
             assert a["keys_total"] == len(keys)
             assert a["keys_hit"] == sum(any(plain(alt) in plain(a["answer"]) for alt in k.split("|")) for k in keys)
             assert a["correct"] == (a["keys_hit"] == len(keys) if keys else None)
-            assert a["refusal"] == is_refusal(a["answer"])
+            assert a["refusal"] == (is_refusal(a["answer"]) and a["correct"] is not True)
         assert answers[3]["correct"] is False  # "甲乙丙丁" is in no answer
         # accuracy only over the four records with keys; the refusal rates over their own groups
         assert r["n_keyed"] == 4 and r["key_accuracy"] == pytest.approx(sum(a["correct"] is True for a in answers) / 4)
