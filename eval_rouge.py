@@ -177,14 +177,14 @@ def score_answers(answers, references, groups, keys):
     for a, c, w, g, record_keys in zip(answers, chars, words, groups, keys):
         checks = answer_checks(a)
         hit = count_keys_hit(a, record_keys) if record_keys else 0
+        correct = hit == len(record_keys) if record_keys else None
         rows.append({"answer": a, "group": g, "rouge_l_f": c["f"], "rouge_l_p": c["p"], "rouge_l_r": c["r"],
                      "rouge_l_f_words": w["f"], "rouge_l_p_words": w["p"], "rouge_l_r_words": w["r"],
                      "keys_hit": hit, "keys_total": len(record_keys or []),
-                     "correct": hit == len(record_keys) if record_keys else None,
+                     "correct": correct,
                      # a refusal that states every key anyway answered (射雕三部曲的第三部叫什么？ -> "《倚天屠龙记》是
                      # 射雕三部曲的第三部，但它的内容不在我的知识范围内。"): it is right, not declined
-                     "refusal": is_refusal(a) and not (record_keys and hit == len(record_keys)),
-                     "answer_chars": len(a),
+                     "refusal": is_refusal(a) and correct is not True, "answer_chars": len(a),
                      **{k: float(v) for k, v in checks.items()}})
     result = summarize(rows)
     in_domain = [r for r in rows if r["group"] != OUT_OF_DOMAIN]

@@ -8,6 +8,7 @@ ensemble that costs no more training, only K more forwards a token.
     python bench/ensemble.py out/sft --dropout_copies 4 --output out/ensemble_mc.json
 """
 import argparse
+import copy
 import json
 import os
 import sys
@@ -33,10 +34,15 @@ class Ensemble(nn.Module):
         self.noisy = noisy  # members whose residual dropout stays on (the attention weights' stays off)
         self.cache_of, self.caches = None, []
 
-    def forward(self, idx, cache=None):
-        for i in self.noisy:  # Engine puts the whole ensemble in eval mode; these members' dropout draws anyway
+    def train(self, mode=True):
+        """Engine puts the ensemble in eval mode; the noisy members' dropout draws anyway."""
+        super().train(mode)
+        for i in self.noisy:
             for mod in self.models[i].modules():
-                mod.training = isinstance(mod, Dropout)
+                mod.training = mode or isinstance(mod, Dropout)
+        return self
+
+    def forward(self, idx, cache=None):
         if cache is None:
             outs = [m(idx)[0] for m in self.models]
         else:
@@ -66,12 +72,12 @@ def main():
     if any(t.to_dict()["mergeable_ranks"] != tok.to_dict()["mergeable_ranks"] for _, t, _, _ in loaded[1:]):
         raise UserError(f"{', '.join(args.checkpoints)}: the checkpoints have different tokenizers")
     models = [m for m, _, _, _ in loaded]
-    for _ in range(args.dropout_copies):
-        copy = load_checkpoint(args.checkpoints[0], "cpu")[0]
-        copy.set_dropout(copy.config.dropout if args.dropout is None else args.dropout, 0.0)
-        models.append(copy)
-    if args.dropout_copies and args.dropout is None and models[-1].config.dropout <= 0:
+    copy_dropout = models[0].config.dropout if args.dropout is None else args.dropout
+    if args.dropout_copies and args.dropout is None and copy_dropout <= 0:
         raise UserError(f"{args.checkpoints[0]}: trained without dropout; give --dropout for its copies")
+    for _ in range(args.dropout_copies):
+        models.append(copy.deepcopy(models[0]))
+        models[-1].set_dropout(copy_dropout, 0.0)
     torch.manual_seed(1337)  # the copies' dropout masks
     engine = Engine(Ensemble(models, noisy=range(len(loaded), len(models))), tok, info, "cpu")
     questions, references, groups, keys = zip(*load_test(args.test))
@@ -84,7 +90,7 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with atomic_write(args.output, "w") as f:
         json.dump({"checkpoints": args.checkpoints, "dropout_copies": args.dropout_copies,
-                   "dropout": models[-1].config.dropout if args.dropout_copies else None, **result,
+                   "dropout": copy_dropout if args.dropout_copies else None, **result,
                    "answers": [{"question": q, "answer": a} for q, a in zip(questions, answers)]},
                   f, ensure_ascii=False, indent=1)
     print(f"wrote {args.output}")

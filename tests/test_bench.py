@@ -174,8 +174,9 @@ def test_ensemble_members_with_dropout_draw_it_in_eval_mode(trained):
     models = [load_checkpoint(str(trained / "out/sft"))[0] for _ in range(2)]
     models[1].set_dropout(0.5, 0.0)
     idx = torch.randint(0, models[0].config.vocab_size, (2, 12))
-    quiet, noisy = Ensemble(models).eval(), Ensemble(models, noisy=[1]).eval()
+    quiet = Ensemble(models).eval()
     assert torch.equal(quiet(idx)[0], quiet(idx)[0])
+    noisy = Ensemble(models, noisy=[1]).eval()  # the same members: eval() leaves member 1's dropout on
     assert not torch.equal(noisy(idx)[0], noisy(idx)[0])
     assert not models[0].training and not any(m.training for m in models[0].modules())
 
