@@ -23,11 +23,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from batches import Batches, ExamplePacker, Prefetcher, SFTData, open_tokens
+from batches import Prefetcher, build_batches
 from checkpoint import (CheckpointError, find_checkpoint, load_checkpoint, load_trainer_state, read_info,
                         save_checkpoint)
 from configurator import ConfigError, check_train_config, hardware_profile, load_config
-from data_utils import check_pretrain_data, read_json
 from errors import run_main
 from model import CPU_BF16_MIN_SPEEDUP, GPT, GPTConfig, cpu_bf16_speedup, gpu_peak_flops, pick_device
 from plotting import plot_runs
@@ -187,58 +186,6 @@ def build_model(cfg, data_dir, log):
     return model, tok, info, load_trainer_state(folder) if resume else None
 
 
-def build_data(cfg, tok, data_dir, rank, world):
-    """The training batches, fixed evaluation batches {'train': [...], 'val': [...]} (the same every evaluation,
-    so evaluations compare), characters per token of each split, and training tokens per epoch and per step."""
-    B, T, seed = cfg["batch_size"], cfg["block_size"], cfg["seed"]
-
-    def packer(data, packer_seed, reply_start=(0, 1.0)):
-        return ExamplePacker(data, T + 1, packer_seed, rank, world, tok.eot_id, cfg["prompt_loss_weight"],
-                             reply_start=reply_start)
-    if cfg["task"] == "pretrain":
-        meta = check_pretrain_data(data_dir)
-        splits = {s: open_tokens(os.path.join(data_dir, f"{s}.bin")) for s in ("train", "val")}
-        cpt = {s: meta["splits"][s]["chars_per_token"] for s in splits}
-        qa_rows = round(B * cfg["sft_mix"])
-        # Q&A seen during pretraining too (train split only: SFT's validation stays unseen) gives many more
-        # passes over the questions than SFT alone has time for, and teaches the corpus's facts in Q&A form
-        if qa_rows and not os.path.exists(os.path.join(data_dir, "sft_meta.json")):
-            raise ConfigError(f"sft_mix={cfg['sft_mix']} mixes Q&A into pretraining, but {data_dir} has no SFT data: "
-                              f"run python prepare_sft.py --dataset {cfg['dataset']} first, or pass --sft_mix=0")
-        qa = None
-        if qa_rows:
-            # the source's own records only (prepare_sft.py writes them first): with the extra wordings here too,
-            # the chat model refused more in-domain questions and answered a little worse (BENCHMARKS.md)
-            sft_meta = read_json(os.path.join(data_dir, "sft_meta.json"))
-            first = None if cfg["sft_mix_extra"] else sft_meta.get("source_examples")
-            qa = packer(SFTData(data_dir, "train", first), seed + 2)
-        train = Batches(T, seed + 1000 * rank, splits["train"], B - qa_rows, qa, qa_rows)
-        # evaluation on corpus windows only, train and val alike, so that their gap means something
-        evals = {s: Batches(T, 12345 + rank, splits[s], B) for s in splits}
-        eval_counts = {s: cfg["eval_iters"] for s in splits}
-        per_epoch, per_step = len(splits["train"]), (B - qa_rows) * T
-    else:
-        meta = read_json(os.path.join(data_dir, "sft_meta.json"))
-        data = {s: SFTData(data_dir, s) for s in ("train", "val")}
-        cpt = {s: meta["splits"][s]["reply_chars"] / max(1, meta["splits"][s]["loss_tokens"]) for s in data}
-        # corpus windows replayed among the examples keep what pretraining read, which SFT alone overwrites
-        text_rows = round(B * cfg["text_mix"])
-        if text_rows >= B:
-            raise ConfigError(f"text_mix={cfg['text_mix']} leaves no row of the batch of {B} for the examples")
-        corpus = None
-        if text_rows:
-            check_pretrain_data(data_dir)
-            corpus = open_tokens(os.path.join(data_dir, "train.bin"))
-        reply_start = (cfg["reply_start_tokens"], cfg["reply_start_weight"])
-        train = Batches(T, seed, corpus, text_rows, packer(data["train"], seed, reply_start), B - text_rows)
-        evals = {s: Batches(T, 12345, packer=packer(data[s], 12345), packed_rows=B) for s in data}
-        # one pass over a small split is enough; more would only repeat examples
-        eval_counts = {s: min(cfg["eval_iters"], math.ceil(int(data[s].lengths.sum()) / (B * (T + 1)))) for s in data}
-        per_epoch, per_step = int(data["train"].lengths.sum()), (B - text_rows) * (T + 1)
-    eval_batches = {s: [evals[s].next() for _ in range(eval_counts[s])] for s in evals}
-    return train, eval_batches, cpt, per_epoch, per_step * cfg["gradient_accumulation_steps"]
-
-
 @torch.no_grad()
 def evaluate(model, eval_batches, ctx, device):
     """Mean loss of each split's fixed evaluation batches."""
@@ -273,7 +220,7 @@ def main():
 
     # ---- build: model, data, optimizers, and the state a resumed run continues from
     model, tok, start_info, trainer_state = build_model(cfg, data_dir, log)
-    train_batches, eval_batches, chars_per_token, per_epoch, per_step = build_data(cfg, tok, data_dir,
+    train_batches, eval_batches, chars_per_token, per_epoch, per_step = build_batches(cfg, tok, data_dir,
                                                                                    system["rank"], world)
     if cfg["max_iters"] == 0:  # a budget in passes over the data, whatever its size
         cfg["epochs"] = cfg["epochs"] or auto_epochs(per_epoch)

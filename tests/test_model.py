@@ -244,9 +244,10 @@ def test_loss_with_a_mask_skips_weightless_rows_without_changing_the_loss():
     assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")  # on purpose: no compiler needed
 def test_flex_attention_block_mask_computes_what_the_sdpa_mask_does():
     """FlexAttention (the CUDA path for packed rows) against SDPA with the boolean mask; on the CPU FlexAttention
-    runs forward only, which is enough to compare them."""
+    runs forward only, uncompiled (torch warns that it is unfused), which is enough to compare them."""
     model = tiny(n_kv_head=2).eval()
     x = torch.randint(300, (2, 40), generator=torch.Generator().manual_seed(2))
     doc = torch.tensor([[0] * 10 + [1] * 25 + [2] * 5, [0] * 40])

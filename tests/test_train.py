@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from batches import build_batches
 from checkpoint import find_checkpoint, load_checkpoint
 from conftest import REPO, TINY_MODEL, run_script, user_error
 
@@ -242,7 +243,7 @@ def test_train_and_val_losses_are_measured_alike(workdir, monkeypatch):
     monkeypatch.chdir(workdir)
     cfg = {**train.DEFAULTS, "dataset": "tiny", "block_size": 64, "batch_size": 4, "sft_mix": 0.5, "eval_iters": 2}
     tok = Tokenizer.load("data/tiny/tokenizer.json")
-    batches, evals, *_ = train.build_data(cfg, tok, "data/tiny", 0, 1)
+    batches, evals, *_ = build_batches(cfg, tok, "data/tiny", 0, 1)
     assert set(batches.next()) == {"x", "y", "w", "doc"}  # training rows: half of them packed Q&A
     assert all(set(b) == {"x", "y"} for split in ("train", "val") for b in evals[split])
 
@@ -265,10 +266,10 @@ def test_pretraining_qa_rows_leave_out_the_extra_wordings(workdir, monkeypatch):
     tok = Tokenizer.load("data/tiny_extra/tokenizer.json")
     cfg = {**train.DEFAULTS, "dataset": "tiny_extra", "block_size": 64, "batch_size": 4, "sft_mix": 0.5,
            "eval_iters": 2}
-    qa = train.build_data(cfg, tok, "data/tiny_extra", 0, 1)[0].packer.data
+    qa = build_batches(cfg, tok, "data/tiny_extra", 0, 1)[0].packer.data
     full = SFTData("data/tiny_extra", "train")
     assert len(qa) == 3 < n_all and all(np.array_equal(qa.example(i)[0], full.example(i)[0]) for i in range(3))
-    qa = train.build_data({**cfg, "sft_mix_extra": True}, tok, "data/tiny_extra", 0, 1)[0].packer.data
+    qa = build_batches({**cfg, "sft_mix_extra": True}, tok, "data/tiny_extra", 0, 1)[0].packer.data
     assert len(qa) == n_all
 
 
@@ -280,12 +281,12 @@ def test_reply_start_weights_reach_sft_training_batches_only(workdir, monkeypatc
     monkeypatch.chdir(workdir)
     tok = Tokenizer.load("data/tiny/tokenizer.json")
     knob = {"reply_start_tokens": 2, "reply_start_weight": 3.0, "block_size": 64, "batch_size": 4, "eval_iters": 2}
-    batches, evals, *_ = train.build_data({**train.DEFAULTS, **knob, "task": "sft", "dataset": "tiny"}, tok,
+    batches, evals, *_ = build_batches({**train.DEFAULTS, **knob, "task": "sft", "dataset": "tiny"}, tok,
                                           "data/tiny", 0, 1)
     w = batches.next()["w"]
     assert set(w.unique().tolist()) == {0.0, 1.0, 3.0}
     assert all(set(e["w"].unique().tolist()) <= {0.0, 1.0} for split in evals.values() for e in split)
-    pre, *_ = train.build_data({**train.DEFAULTS, **knob, "dataset": "tiny", "sft_mix": 0.5}, tok, "data/tiny", 0, 1)
+    pre, *_ = build_batches({**train.DEFAULTS, **knob, "dataset": "tiny", "sft_mix": 0.5}, tok, "data/tiny", 0, 1)
     assert set(pre.next()["w"].unique().tolist()) <= {0.0, 1.0}
 
 
@@ -301,7 +302,7 @@ def test_sft_replays_corpus_windows_beside_the_examples(workdir, monkeypatch):
     tok = Tokenizer.load("data/tiny/tokenizer.json")
     cfg = {**train.DEFAULTS, "task": "sft", "dataset": "tiny", "block_size": 64, "batch_size": 4, "text_mix": 0.25,
            "eval_iters": 2}
-    batches, evals, _, per_epoch, per_step = train.build_data(cfg, tok, "data/tiny", 0, 1)
+    batches, evals, _, per_epoch, per_step = build_batches(cfg, tok, "data/tiny", 0, 1)
     b = batches.next()
     corpus = open_tokens("data/tiny/train.bin").astype(np.int64)
     window = b["x"][0].numpy()
@@ -311,7 +312,7 @@ def test_sft_replays_corpus_windows_beside_the_examples(workdir, monkeypatch):
     assert per_step == 3 * 65
     assert all(bool((e["w"] == 0).any()) for e in evals["val"])  # evaluation stays on the examples
     with pytest.raises(ConfigError, match="text_mix=1.0 leaves no row"):
-        train.build_data({**cfg, "text_mix": 1.0}, tok, "data/tiny", 0, 1)
+        build_batches({**cfg, "text_mix": 1.0}, tok, "data/tiny", 0, 1)
 
 
 def test_sft_warns_when_best_is_the_starting_model(trained):
