@@ -214,12 +214,12 @@ def test_a_budget_in_epochs_follows_the_data(workdir):
 @pytest.mark.parametrize("speedup, chosen", [(0.6, "float32"), (1.1, "float32"), (2.0, "bfloat16"),
                                                (None, "float32")])
 def test_auto_dtype_on_the_cpu_takes_bf16_only_where_it_timed_clearly_faster(speedup, chosen, monkeypatch):
-    import train
-    monkeypatch.setattr(train, "cpu_bf16_speedup", lambda: speedup)
+    import compute
+    monkeypatch.setattr(compute, "cpu_bf16_speedup", lambda: speedup)
     threads = torch.get_num_threads()  # setup_system sets it: keep this process's
-    system = train.setup_system({"device": "cpu", "threads": threads, "dtype": "auto"})
+    system = compute.setup_system({"device": "cpu", "threads": threads, "dtype": "auto"})
     assert (system["dtype"], system["bf16_speedup"]) == (chosen, speedup)
-    assert train.setup_system({"device": "cpu", "threads": threads, "dtype": "bfloat16"})["dtype"] == "bfloat16"
+    assert compute.setup_system({"device": "cpu", "threads": threads, "dtype": "bfloat16"})["dtype"] == "bfloat16"
 
 
 @pytest.mark.parametrize("optimizer, device_type, speedup, noted", [
@@ -227,11 +227,11 @@ def test_auto_dtype_on_the_cpu_takes_bf16_only_where_it_timed_clearly_faster(spe
     ("adamw", "cpu", None, False), ("muon", "cuda", None, False)])
 def test_muon_on_a_cpu_without_fast_bf16_warns_that_its_steps_are_slow(optimizer, device_type, speedup, noted,
                                                                        monkeypatch):
-    import train
-    monkeypatch.setattr(train, "cpu_bf16_speedup", lambda: speedup)
+    import compute
+    monkeypatch.setattr(compute, "cpu_bf16_speedup", lambda: speedup)
     for dtype in ("auto", "float32"):  # auto has timed bf16 already; an explicit dtype times it for the note
         system = {"device_type": device_type, "bf16_speedup": speedup if dtype == "auto" else None}
-        note = train.muon_speed_note({"optimizer": optimizer, "dtype": dtype}, system)
+        note = compute.muon_speed_note({"optimizer": optimizer, "dtype": dtype}, system)
         assert (note is not None) == noted
         assert note is None or "bfloat16" in note and "AdamW" in note
 
