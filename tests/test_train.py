@@ -282,7 +282,7 @@ def test_reply_start_weights_reach_sft_training_batches_only(workdir, monkeypatc
     tok = Tokenizer.load("data/tiny/tokenizer.json")
     knob = {"reply_start_tokens": 2, "reply_start_weight": 3.0, "block_size": 64, "batch_size": 4, "eval_iters": 2}
     batches, evals, *_ = build_batches({**train.DEFAULTS, **knob, "task": "sft", "dataset": "tiny"}, tok,
-                                          "data/tiny", 0, 1)
+                                       "data/tiny", 0, 1)
     w = batches.next()["w"]
     assert set(w.unique().tolist()) == {0.0, 1.0, 3.0}
     assert all(set(e["w"].unique().tolist()) <= {0.0, 1.0} for split in evals.values() for e in split)
