@@ -26,8 +26,8 @@ elif profile == "cpu":    # 8-14 minutes on a 2-core CPU where bf16 is fast, 34-
     # the first tokens of a reply decide which memorised answer follows: weighing the first four of every reply
     # four times teaches the model to read the question (key-fact accuracy 0.464 against 0.419, three seeds)
     reply_start_tokens, reply_start_weight = 4, 4.0
-    # 2.9 passes over the examples (about 2,500 steps): prepare_sft.py writes the SFT set's records twice beside
-    # sft_wordings.jsonl's once: each answer, asked about 15 ways, is trained about 55 times (BENCHMARKS.md)
+    # 2.9 passes over the examples (about 2,800 steps): prepare_sft.py writes the SFT set's records twice beside
+    # sft_wordings.jsonl's once: each answer, asked about 17 ways, is trained about 60 times (BENCHMARKS.md)
     max_iters, epochs, max_seconds = 0, 2.9, 0.0
     eval_interval, eval_iters = 100, 10
 else:
