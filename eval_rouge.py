@@ -16,11 +16,10 @@ import json
 import math
 import os
 import re
-import unicodedata
 
 import torch
 
-from data_utils import DataError, read_records, record_to_messages, write_json
+from data_utils import DataError, count_keys_hit, parse_keys, read_records, record_to_messages, write_json
 from engine import Engine, add_sampling_args, sampling_params
 from errors import run_main
 from fsutil import atomic_write
@@ -78,28 +77,6 @@ def is_refusal(answer):
     answer = answer.strip()
     first_sentence = re.split(r"(?<=[。！？!?])", answer, maxsplit=1)[0]
     return answer.startswith(("抱歉", "对不起")) or bool(DECLINE.search(first_sentence))
-
-
-def normalize_for_keys(text):
-    """Fold full-width forms (NFKC) and Latin case; drop whitespace and punctuation, 《》 and quotes included."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    return "".join(ch for ch in text if not ch.isspace() and not unicodedata.category(ch).startswith("P"))
-
-
-def parse_keys(value, where):
-    """A record's optional "keys": None, or a non-empty list of strings, each "A" or "A|B" (either spelling)."""
-    if value is None:
-        return None
-    if not (isinstance(value, list) and value and all(isinstance(k, str) for k in value)
-            and all(normalize_for_keys(alt) for k in value for alt in k.split("|"))):
-        raise DataError(f"{where}: field 'keys' must be a non-empty list of non-empty strings (\"A|B\" accepts "
-                        f"either spelling), got {json.dumps(value, ensure_ascii=False)}")
-    return value
-
-
-def count_keys_hit(answer, keys):
-    text = normalize_for_keys(answer)
-    return sum(any(normalize_for_keys(alt) in text for alt in key.split("|")) for key in keys)
 
 
 def read_answers(path):

@@ -3,11 +3,10 @@ import argparse
 import os
 
 from checkpoint import find_checkpoint, read_info
-from data_utils import COURSE_QUESTIONS, read_json
+from data_utils import COURSE_QUESTIONS, count_keys_hit, read_json
 from engine import Engine, SamplingParams
 from errors import run_main
 from fsutil import atomic_write
-
 
 
 def fmt(value, as_percent=False):
@@ -15,6 +14,15 @@ def fmt(value, as_percent=False):
     if value is None:
         return "-"
     return f"{value:.1%}" if as_percent else f"{value:.3f}" if isinstance(value, float) else value
+
+
+def key_verdict(answer, keys):
+    """(a line for the report, whether the answer holds every key): which of a course question's keys it misses."""
+    shown = lambda ks: ", ".join(k.replace("|", "/") for k in ks)  # noqa: E731  ("A/B": either)
+    missing = [k for k in keys if not count_keys_hit(answer, [k])]
+    if not missing:
+        return f"Key facts: all {len(keys)} present ({shown(keys)}).", True
+    return f"Key facts: **missing {shown(missing)}** (of {shown(keys)}).", False
 
 
 def table(header, rows):
@@ -94,9 +102,13 @@ def main():
 
     engine = Engine.from_checkpoint(args.sft)
     md += ["## The course's four questions (greedy)", ""]
-    for q in COURSE_QUESTIONS:
+    n_right = 0
+    for q, keys in COURSE_QUESTIONS.items():
         a = engine.reply(q, SamplingParams(temperature=0.0, max_new_tokens=256))
-        md += [f"**{q}**", "", f"> {a}", ""]
+        verdict, right = key_verdict(a, keys)
+        n_right += right
+        md += [f"**{q}**", "", f"> {a}", "", verdict, ""]
+    md += [f"{n_right} of {len(COURSE_QUESTIONS)} answers hold every key fact.", ""]
     md += ["Chat with the model: `python app.py`, then open http://127.0.0.1:7860", ""]
 
     with atomic_write(args.output) as f:

@@ -5,15 +5,17 @@ era, opening, title). They share most of their words, so a model that reads ques
 one the answer of another ("the themes" for "the main characters"). Each question below is asked greedily; it
 counts as right when the first 40 characters of the reply contain its mark (a phrase only a right answer opens
 with; "A|B" accepts either) and name no other of the three novels first. None of them is an SFT or test question
-of the default data (a test checks this).
+of the default data (a test checks this). Then the course's four questions (training questions, the app's
+examples): each counts as right when its reply holds every key fact data_utils.COURSE_QUESTIONS lists for it.
 
-    python bench/book_questions.py out/sft [out/exp/NAME_s2/sft ...]
+    python bench/book_questions.py out/sft [out/exp/NAME_s2/sft ...] [--json counts.json]
 """
 import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from data_utils import COURSE_QUESTIONS, count_keys_hit, write_json  # noqa: E402
 from engine import Engine, SamplingParams  # noqa: E402
 from errors import run_main  # noqa: E402
 
@@ -61,18 +63,32 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoints", nargs="+", help="checkpoint folders (an SFT out_dir, or its best/ or latest/)")
     ap.add_argument("--show", action="store_true", help="print every reply, not only the wrong ones")
+    ap.add_argument("--json", help="also write the counts of each checkpoint to this JSON file")
     args = ap.parse_args()
     params = SamplingParams(temperature=0.0, max_new_tokens=60)
+    course_params = SamplingParams(temperature=0.0, max_new_tokens=256)  # as out/REPORT.md asks them
+    counts = {}
     for path in args.checkpoints:
         engine = Engine.from_checkpoint(path)
-        n_right = 0
+        n_right = n_course = 0
         for question, mark in QUESTIONS:
             reply = engine.reply(question, params)
             ok = right(question, reply, mark)
             n_right += ok
             if args.show or not ok:
                 print(f"  {'right' if ok else 'WRONG'}  {question} -> {reply[:40]}")
-        print(f"{path}: {n_right}/{len(QUESTIONS)} whole-book questions reach the right answer")
+        for question, keys in COURSE_QUESTIONS.items():
+            reply = engine.reply(question, course_params)
+            ok = count_keys_hit(reply, keys) == len(keys)
+            n_course += ok
+            if args.show or not ok:
+                print(f"  {'right' if ok else 'WRONG'}  course: {question} -> {reply[:40]}")
+        counts[path] = {"book_questions": n_right, "n_book_questions": len(QUESTIONS),
+                        "course_questions": n_course, "n_course_questions": len(COURSE_QUESTIONS)}
+        print(f"{path}: {n_right}/{len(QUESTIONS)} whole-book questions reach the right answer; "
+              f"{n_course}/{len(COURSE_QUESTIONS)} course questions hold every key fact")
+    if args.json:
+        write_json(args.json, counts)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
 #   bash bench/quality.sh lr3e-3 1337 2 3 -- --learning_rate=3e-3
 #   bash bench/quality.sh sft_lr1e-3 1337 -- -- --learning_rate=1e-3
 #
-# Writes out/exp/NAME_sSEED/{pretrain,sft,eval} and out/exp/NAME.json (per-seed and mean figures). Data must be
+# Writes out/exp/NAME_sSEED/{pretrain,sft,eval} and out/exp/NAME.json (per-seed and mean figures, with the counts of
+# bench/book_questions.py: whole-book questions of 24 and course questions of 4 answered right). Data must be
 # prepared (python prepare.py && python prepare_sft.py). Set PRETRAINED=DIR to skip pretraining and start every
 # seed's SFT from DIR (SFT-only experiments from one fixed pretrained model), and TEST=FILE to evaluate on FILE
 # instead of data/jinyong/test.jsonl.
@@ -40,7 +41,9 @@ for s in "${seeds[@]}"; do
     evaluated=$d/sft/latest
   fi
   $PYTHON eval_rouge.py --out_dir $evaluated --output $d/eval ${TEST:+--test "$TEST"} > $d.eval.log 2>&1
-  echo "$name seed $s: pretrain $((t1 - t0)) s, sft $((t2 - t1)) s, eval $((SECONDS - t2)) s"
+  # the whole-book and course questions a new user asks first (greedy; the course ones are out/REPORT.md's)
+  $PYTHON bench/book_questions.py $evaluated --json $d/eval/book_questions.json > $d.book.log 2>&1
+  echo "$name seed $s: pretrain $((t1 - t0)) s, sft $((t2 - t1)) s, eval $((SECONDS - t2)) s; $(tail -1 $d.book.log)"
 done
 $PYTHON - "$name" "${seeds[@]}" <<'PY'
 import json, sys
@@ -56,6 +59,9 @@ for s, r in runs.items():
     for k in ("in_domain_refusal_rate", "ood_decline_rate"):
         if r.get(k) is not None:
             table.setdefault(k, {})[s] = r[k]
+    book = next(iter(json.load(open(f"out/exp/{name}_s{s}/eval/book_questions.json")).values()))
+    for k in ("book_questions", "course_questions"):
+        table.setdefault(k, {})[s] = book[k]
 out = {k: {**v, "mean": sum(v.values()) / len(v)} for k, v in table.items()}
 json.dump(out, open(f"out/exp/{name}.json", "w"), indent=1)
 for k, v in out.items():

@@ -202,11 +202,15 @@ def test_book_questions_are_new_and_each_has_a_right_sft_answer(trained):
         assert any(right(question, a, mark) for a in answers), question
     assert not right("神雕侠侣的主角是谁？", "《射雕英雄传》的男主角是郭靖，杨过是《神雕侠侣》的男主角。",
                      "杨过是《神雕侠侣》的男主角")
-    proc = run_script("bench/book_questions.py", "out/sft", cwd=trained)
-    n_right = int(proc.stdout.strip().splitlines()[-1].split(": ")[1].split("/")[0])
-    assert proc.stdout.strip().endswith(f"/{len(QUESTIONS)} whole-book questions reach the right answer")
-    n_wrong = sum(line.startswith("  WRONG  ") for line in proc.stdout.splitlines())
-    assert n_right + n_wrong == len(QUESTIONS)  # every question is either counted right or shown wrong
+    proc = run_script("bench/book_questions.py", "out/sft", "--json", "book.json", cwd=trained)
+    counts = json.loads((trained / "book.json").read_text(encoding="utf-8"))["out/sft"]
+    assert proc.stdout.strip().endswith(f"{counts['book_questions']}/{len(QUESTIONS)} whole-book questions reach the "
+                                        f"right answer; {counts['course_questions']}/4 course questions hold every "
+                                        "key fact")
+    wrong = [line for line in proc.stdout.splitlines() if line.startswith("  WRONG  ")]
+    # every question is either counted right or shown wrong
+    assert counts["book_questions"] + sum("course: " not in w for w in wrong) == len(QUESTIONS)
+    assert counts["course_questions"] + sum("course: " in w for w in wrong) == counts["n_course_questions"] == 4
 
 
 def test_reply_prefixes_finds_where_replies_part(workdir):

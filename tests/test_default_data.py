@@ -6,8 +6,8 @@ import re
 import pytest
 
 from conftest import REPO
-from data_utils import COURSE_QUESTIONS, load_conversations, read_text_file
-from eval_rouge import is_refusal, normalize_for_keys
+from data_utils import COURSE_QUESTIONS, count_keys_hit, load_conversations, normalize_for_keys, read_text_file
+from eval_rouge import is_refusal
 
 DATA = os.path.join(REPO, "data", "jinyong")
 END = tuple("。！？…”」）")
@@ -40,9 +40,9 @@ def test_sft_set_loads_and_covers_what_was_promised():
     assert {r.get("category") for r in recs} == {"人物介绍", "情节", "人物关系", "其他"}
     replies = [t["content"] for c in convs for t in c if t["role"] == "assistant"]
     assert all(15 <= len(r) <= 220 and r.endswith(END) for r in replies)
-    questions = {norm(c[0]["content"]) for c in single}
-    for q in COURSE_QUESTIONS:
-        assert norm(q) in questions
+    answer_of = {norm(c[0]["content"]): c[1]["content"] for c in single}
+    for q, keys in COURSE_QUESTIONS.items():  # the SFT answer of each course question holds its key facts
+        assert count_keys_hit(answer_of[norm(q)], keys) == len(keys), q
 
 
 def test_a_single_turn_question_has_one_reply():
@@ -73,7 +73,7 @@ def test_corpus_only_facts_are_not_the_answer_to_a_like_sft_question():
     character keys make a few accidental matches possible, so up to 2 of the group are let through."""
     import sys
     sys.path.insert(0, os.path.join(REPO, "bench"))
-    from eval_rouge import count_keys_hit, load_test
+    from eval_rouge import load_test
     from lookup_baseline import Lookup
     convs = []
     for name in ("sft.jsonl", "sft_wordings.jsonl"):
