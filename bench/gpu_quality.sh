@@ -119,7 +119,8 @@ python3 - "$report" <<'PY'
 import glob, json, os, re, sys
 report = sys.argv[1]
 cols = ["seen R-L", "corpus_only R-L", "key-fact", "seen key", "corpus_only key", "in-domain refusals",
-        "OOD declines", "flags (empty, garbled, repeating, cut off)", "pretrain steps", "held-out bits/char", "pretrain tok/s"]
+        "OOD declines", "flags (empty, garbled, repeating, cut off)", "pretrain steps", "held-out bits/char", "pretrain tok/s",
+        "book questions (of 24)", "course questions (of 4)"]
 lines = ["", "| run | seed | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
 for variant in ("gpu", "gpu_sft", "gpu_rw4", "gpu_cov"):
     rows = []
@@ -135,11 +136,14 @@ for variant in ("gpu", "gpu_sft", "gpu_rw4", "gpu_cov"):
         pre = f"out/exp/{'gpu' if variant in ('gpu_sft', 'gpu_cov') else variant}_s{seed}/pretrain/log.jsonl"
         log = [json.loads(l) for l in open(pre)] if os.path.exists(pre) else []
         last = log[-1] if log else {}
+        book_path = f"out/exp/{variant}_s{seed}/eval/book_questions.json"  # bench/book_questions.py, via quality.sh
+        book = next(iter(json.load(open(book_path)).values())) if os.path.exists(book_path) else {}
         vals = [g.get("seen", {}).get("rouge_l_f"), g.get("corpus_only", {}).get("rouge_l_f"), r.get("key_accuracy"),
                 g.get("seen", {}).get("key_accuracy"), g.get("corpus_only", {}).get("key_accuracy"),
                 r.get("in_domain_refusal_rate"), r.get("ood_decline_rate"), flagged,
                 last.get("step"), min((e["val_bpc"] for e in log if "val_bpc" in e), default=None),
-                max((e.get("tokens_per_sec", 0) for e in log), default=None)]
+                max((e.get("tokens_per_sec", 0) for e in log), default=None), book.get("book_questions"),
+                book.get("course_questions")]
         rows.append(vals)
         lines.append(f"| {variant} | {seed} | " + " | ".join("–" if v is None else f"{v:.3f}" if isinstance(v, float)
                                                            else str(v) for v in vals) + " |")
