@@ -21,7 +21,7 @@ def key_verdict(answer, keys):
     shown = lambda ks: ", ".join(k.replace("|", "/") for k in ks)  # noqa: E731  ("A/B": either)
     missing = [k for k in keys if not count_keys_hit(answer, [k])]
     if not missing:
-        return f"Key facts: all {len(keys)} present ({shown(keys)}).", True
+        return f"Key facts: all present ({shown(keys)}).", True
     return f"Key facts: **missing {shown(missing)}** (of {shown(keys)}).", False
 
 
