@@ -11,10 +11,10 @@ import io
 import json
 import os
 import re
-import unicodedata
 
 from errors import UserError
 from fsutil import atomic_write
+from grading import normalize_for_keys
 
 
 class DataError(UserError):
@@ -275,13 +275,7 @@ def check_pretrain_data(data_dir):
     return meta
 
 
-# ---- key facts of an answer --------------------------------------------------------------------------------
-def normalize_for_keys(text):
-    """Fold full-width forms (NFKC) and Latin case; drop whitespace and punctuation, 《》 and quotes included."""
-    text = unicodedata.normalize("NFKC", text).lower()
-    return "".join(ch for ch in text if not ch.isspace() and not unicodedata.category(ch).startswith("P"))
-
-
+# ---- the keys of a test record ------------------------------------------------------------------------------
 def parse_keys(value, where):
     """A record's optional "keys": None, or a non-empty list of strings, each "A" or "A|B" (either spelling)."""
     if value is None:
@@ -291,9 +285,3 @@ def parse_keys(value, where):
         raise DataError(f"{where}: field 'keys' must be a non-empty list of non-empty strings (\"A|B\" accepts "
                         f"either spelling), got {json.dumps(value, ensure_ascii=False)}")
     return value
-
-
-def count_keys_hit(answer, keys):
-    """How many of the keys the answer holds, after normalize_for_keys on both (an "A|B" key: either)."""
-    text = normalize_for_keys(answer)
-    return sum(any(normalize_for_keys(alt) in text for alt in key.split("|")) for key in keys)

@@ -15,25 +15,20 @@ import argparse
 import json
 import math
 import os
-import re
 
 import torch
 
-from data_utils import DataError, count_keys_hit, parse_keys, read_records, record_to_messages, write_json
+from data_utils import DataError, parse_keys, read_records, record_to_messages, write_json
 from engine import Engine, add_sampling_args, sampling_params
 from errors import run_main
 from fsutil import atomic_write
+from grading import answer_checks, count_keys_hit, is_refusal
 from plotting import plot_bars, plot_per_question
 from tokenizer import render_conversation
 
-SENTENCE_END = tuple("。！？!?…”」』）)")
-REPEAT_NGRAM, REPEAT_THRESHOLD = 4, 0.2
 OUT_OF_DOMAIN = "out_of_domain"  # the test group whose right answer is an honest refusal
 ANSWER_FIELDS = ("answer", "rouge_l_f", "keys_hit", "keys_total", "correct", "refusal")  # per answer, answers.jsonl
-# MiniGLM's honest refusal declines in its first sentence ("抱歉，《笑傲江湖》不在我的知识范围内。", "这个问题超出了我的
-# 知识范围。", "我无法获取……实时信息"). An answer that gives the facts and then notes a limit is no refusal.
-DECLINE = re.compile(r"不在我的知识范围|超出了?我的(知识范围|能力)|无法(获取|回答)|不能上网|只能用中文"
-                     r"|我不(知道|清楚|了解)")
+
 
 
 def char_tokens(text):
@@ -58,25 +53,6 @@ def rouge_l(hyps, refs, tokenize):
         s = rouge.get_scores(th, tr)[0]["rouge-l"]
         out.append({"p": s["p"], "r": s["r"], "f": s["f"]})
     return out
-
-
-def repeated_ngram_share(text, n=REPEAT_NGRAM):
-    """Share of the character n-grams of an answer that already occurred earlier in it (0 for no repeats)."""
-    grams = [text[i:i + n] for i in range(len(text) - n + 1)]
-    return 1 - len(set(grams)) / len(grams) if grams else 0.0
-
-
-def answer_checks(answer):
-    return {"empty": not answer.strip(),
-            "garbled": "\ufffd" in answer or bool(re.search(r"[\x00-\x08\x0b-\x1f]", answer)),
-            "repeating": repeated_ngram_share(answer) > REPEAT_THRESHOLD,
-            "truncated": bool(answer.strip()) and not answer.strip().endswith(SENTENCE_END)}
-
-
-def is_refusal(answer):
-    answer = answer.strip()
-    first_sentence = re.split(r"(?<=[。！？!?])", answer, maxsplit=1)[0]
-    return answer.startswith(("抱歉", "对不起")) or bool(DECLINE.search(first_sentence))
 
 
 def read_answers(path):

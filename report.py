@@ -3,10 +3,11 @@ import argparse
 import os
 
 from checkpoint import find_checkpoint, read_info
-from data_utils import COURSE_QUESTIONS, count_keys_hit, read_json
+from data_utils import COURSE_QUESTIONS, read_json
 from engine import Engine, SamplingParams
 from errors import run_main
 from fsutil import atomic_write
+from grading import answer_checks, count_keys_hit
 
 
 def fmt(value, as_percent=False):
@@ -16,13 +17,15 @@ def fmt(value, as_percent=False):
     return f"{value:.1%}" if as_percent else f"{value:.3f}" if isinstance(value, float) else value
 
 
-def key_verdict(answer, keys):
-    """(a line for the report, whether the answer holds every key): which of a course question's keys it misses."""
+def course_verdict(answer, keys):
+    """(a line for the report, whether the answer is right): the key facts of a course question it misses, and
+    whether it reads as finished text (grading.answer_checks: not empty, garbled, repeating or cut off)."""
     shown = lambda ks: ", ".join(k.replace("|", "/") for k in ks)  # noqa: E731  ("A/B": either)
     missing = [k for k in keys if not count_keys_hit(answer, [k])]
-    if not missing:
-        return f"Key facts: all present ({shown(keys)}).", True
-    return f"Key facts: **missing {shown(missing)}** (of {shown(keys)}).", False
+    flags = [name for name, bad in answer_checks(answer).items() if bad]
+    facts = f"all present ({shown(keys)})" if not missing else f"**missing {shown(missing)}** (of {shown(keys)})"
+    text = "reads as finished text" if not flags else f"**{', '.join(flags)}**"
+    return f"Key facts: {facts}; {text}.", not missing and not flags
 
 
 def table(header, rows):
@@ -105,10 +108,10 @@ def main():
     n_right = 0
     for q, keys in COURSE_QUESTIONS.items():
         a = engine.reply(q, SamplingParams(temperature=0.0, max_new_tokens=256))
-        verdict, right = key_verdict(a, keys)
+        verdict, right = course_verdict(a, keys)
         n_right += right
         md += [f"**{q}**", "", f"> {a}", "", verdict, ""]
-    md += [f"{n_right} of {len(COURSE_QUESTIONS)} answers hold every key fact.", ""]
+    md += [f"{n_right} of {len(COURSE_QUESTIONS)} answers hold every key fact and read as finished text.", ""]
     md += ["Chat with the model: `python app.py`, then open http://127.0.0.1:7860", ""]
 
     with atomic_write(args.output) as f:

@@ -6,7 +6,8 @@ one the answer of another ("the themes" for "the main characters"). Each questio
 counts as right when the first 40 characters of the reply contain its mark (a phrase only a right answer opens
 with; "A|B" accepts either) and name no other of the three novels first. None of them is an SFT or test question
 of the default data (a test checks this). Then the course's four questions (training questions, the app's
-examples): each counts as right when its reply holds every key fact data_utils.COURSE_QUESTIONS lists for it.
+examples): each counts as right when its reply holds every key fact data_utils.COURSE_QUESTIONS lists for it and
+reads as finished text (grading.answer_checks: not empty, garbled, repeating or cut off).
 
     python bench/book_questions.py out/sft [out/exp/NAME_s2/sft ...] [--json counts.json]
 """
@@ -15,9 +16,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data_utils import COURSE_QUESTIONS, count_keys_hit, write_json  # noqa: E402
+from data_utils import COURSE_QUESTIONS, write_json  # noqa: E402
 from engine import Engine, SamplingParams  # noqa: E402
 from errors import run_main  # noqa: E402
+from grading import answer_checks, count_keys_hit  # noqa: E402
 
 QUESTIONS = [  # (question, mark)
     ("天龙八部里的主角都是谁？", "有三位主角|没有单一的主角"),
@@ -79,14 +81,14 @@ def main():
                 print(f"  {'right' if ok else 'WRONG'}  {question} -> {reply[:40]}")
         for question, keys in COURSE_QUESTIONS.items():
             reply = engine.reply(question, course_params)
-            ok = count_keys_hit(reply, keys) == len(keys)
+            ok = count_keys_hit(reply, keys) == len(keys) and not any(answer_checks(reply).values())
             n_course += ok
             if args.show or not ok:
                 print(f"  {'right' if ok else 'WRONG'}  course: {question} -> {reply[:40]}")
         counts[path] = {"book_questions": n_right, "n_book_questions": len(QUESTIONS),
                         "course_questions": n_course, "n_course_questions": len(COURSE_QUESTIONS)}
         print(f"{path}: {n_right}/{len(QUESTIONS)} whole-book questions reach the right answer; "
-              f"{n_course}/{len(COURSE_QUESTIONS)} course questions hold every key fact")
+              f"{n_course}/{len(COURSE_QUESTIONS)} course questions hold every key fact, as finished text")
     if args.json:
         write_json(args.json, counts)
 

@@ -17,9 +17,10 @@ import sys
 from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data_utils import count_keys_hit, load_conversations  # noqa: E402
+from data_utils import load_conversations  # noqa: E402
 from errors import UserError, run_main  # noqa: E402
 from eval_rouge import char_tokens, load_test, read_answers, rouge_l  # noqa: E402
+from grading import count_keys_hit  # noqa: E402
 
 COPY_ROUGE_L = 0.9  # an answer this close to an SFT answer repeats it (BENCHMARKS.md: "Where the remaining errors")
 SKIP = set("，。？！、“”《》?!,. ：:；;（）()")

@@ -28,11 +28,12 @@ import jieba
 from rank_bm25 import BM25Okapi
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data_utils import (DataError, count_keys_hit, list_text_files, read_records, read_text_file,  # noqa: E402
+from data_utils import (DataError, list_text_files, read_records, read_text_file,  # noqa: E402
                         record_to_messages, split_sections)
 from errors import run_main  # noqa: E402
 from eval_rouge import load_test  # noqa: E402
 from fsutil import atomic_output_dir  # noqa: E402
+from grading import count_keys_hit  # noqa: E402
 
 jieba.setLogLevel(logging.WARNING)
 PUNCTUATION = re.compile(r"[\s\W_]+")

@@ -18,10 +18,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from checkpoint import load_checkpoint  # noqa: E402
-from data_utils import count_keys_hit, list_text_files, read_text_file  # noqa: E402
+from data_utils import list_text_files, read_text_file  # noqa: E402
 from engine import Engine, SamplingParams  # noqa: E402
 from errors import run_main  # noqa: E402
 from eval_rouge import load_test, read_answers  # noqa: E402
+from grading import count_keys_hit  # noqa: E402
 from tokenizer import render_for_reply  # noqa: E402
 
 

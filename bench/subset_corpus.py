@@ -33,10 +33,11 @@ import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from data_utils import DataError, count_keys_hit, list_text_files, read_text_file, split_sections  # noqa: E402
+from data_utils import DataError, list_text_files, read_text_file, split_sections  # noqa: E402
 from errors import run_main  # noqa: E402
 from eval_rouge import load_test, read_answers  # noqa: E402
 from fsutil import atomic_output_dir  # noqa: E402
+from grading import count_keys_hit  # noqa: E402
 from open_book import Retriever, conversations  # noqa: E402
 
 QUESTION_OPENINGS = ("", "请问", "我想知道，", "问一下：")

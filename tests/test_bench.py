@@ -206,7 +206,7 @@ def test_book_questions_are_new_and_each_has_a_right_sft_answer(trained):
     counts = json.loads((trained / "book.json").read_text(encoding="utf-8"))["out/sft"]
     assert proc.stdout.strip().endswith(f"{counts['book_questions']}/{len(QUESTIONS)} whole-book questions reach the "
                                         f"right answer; {counts['course_questions']}/4 course questions hold every "
-                                        "key fact")
+                                        "key fact, as finished text")
     wrong = [line for line in proc.stdout.splitlines() if line.startswith("  WRONG  ")]
     # every question is either counted right or shown wrong
     assert counts["book_questions"] + sum("course: " not in w for w in wrong) == len(QUESTIONS)

@@ -6,8 +6,8 @@ import re
 import pytest
 
 from conftest import REPO
-from data_utils import COURSE_QUESTIONS, count_keys_hit, load_conversations, normalize_for_keys, read_text_file
-from eval_rouge import is_refusal
+from data_utils import COURSE_QUESTIONS, load_conversations, read_text_file
+from grading import count_keys_hit, is_refusal, normalize_for_keys
 
 DATA = os.path.join(REPO, "data", "jinyong")
 END = tuple("。！？…”」）")

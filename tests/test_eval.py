@@ -7,8 +7,9 @@ import unicodedata
 import pytest
 
 from conftest import REPO, run_script, user_error, write_jsonl
-from data_utils import DataError, count_keys_hit, normalize_for_keys, parse_keys
-from eval_rouge import answer_checks, char_tokens, is_refusal, repeated_ngram_share, rouge_l, score_answers, word_tokens
+from data_utils import DataError, parse_keys
+from eval_rouge import char_tokens, rouge_l, score_answers, word_tokens
+from grading import answer_checks, count_keys_hit, is_refusal, normalize_for_keys, repeated_ngram_share
 
 REFUSAL = ("抱歉，令狐冲所在的《笑傲江湖》不在我的知识范围内。我是MiniGLM，只了解金庸的《射雕英雄传》《神雕侠侣》"
            "《天龙八部》，可以问我这三部书里的人物和故事。")
@@ -172,14 +173,16 @@ def test_report_shows_key_accuracy_and_refusals_next_to_rouge(trained):
     # each course question with a line naming the key facts its greedy answer holds or misses, then their count
     verdicts = [line for line in report.splitlines() if line.startswith("Key facts: ")]
     assert len(verdicts) == 4
-    n_right = sum(" present (" in v for v in verdicts)
-    assert f"{n_right} of 4 answers hold every key fact." in report
+    n_right = sum(" present (" in v and v.endswith("; reads as finished text.") for v in verdicts)
+    assert f"{n_right} of 4 answers hold every key fact and read as finished text." in report
 
 
-def test_report_names_the_key_facts_a_course_answer_misses():
-    from report import key_verdict
+def test_report_names_the_key_facts_a_course_answer_misses_and_its_flaws():
+    from report import course_verdict
     keys = ["萧峰|乔峰", "段誉", "虚竹"]
-    assert key_verdict("《天龙八部》有三位主角：乔峰、段誉和虚竹。", keys) == \
-        ("Key facts: all present (萧峰/乔峰, 段誉, 虚竹).", True)
-    assert key_verdict("《天龙八部》的主角是段誉。", keys) == \
-        ("Key facts: **missing 萧峰/乔峰, 虚竹** (of 萧峰/乔峰, 段誉, 虚竹).", False)
+    assert course_verdict("《天龙八部》有三位主角：乔峰、段誉和虚竹。", keys) == \
+        ("Key facts: all present (萧峰/乔峰, 段誉, 虚竹); reads as finished text.", True)
+    assert course_verdict("《天龙八部》的主角是段誉。", keys) == \
+        ("Key facts: **missing 萧峰/乔峰, 虚竹** (of 萧峰/乔峰, 段誉, 虚竹); reads as finished text.", False)
+    assert course_verdict("《天龙八部》有三位主角：萧峰、段誉和虚竹，萧峰", keys) == \
+        ("Key facts: all present (萧峰/乔峰, 段誉, 虚竹); **truncated**.", False)  # cut off mid-sentence
