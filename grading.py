@@ -40,6 +40,11 @@ def answer_checks(answer):
             "truncated": bool(answer.strip()) and not answer.strip().endswith(SENTENCE_END)}
 
 
+def holds_keys_as_finished_text(answer, keys):
+    """A right answer to a question with keys: every key in it, and none of answer_checks' flaws."""
+    return count_keys_hit(answer, keys) == len(keys) and not any(answer_checks(answer).values())
+
+
 def is_refusal(answer):
     """Whether the answer opens by declining (抱歉/对不起, or DECLINE in its first sentence)."""
     answer = answer.strip()

@@ -7,7 +7,7 @@ from data_utils import COURSE_QUESTIONS, read_json
 from engine import Engine, SamplingParams
 from errors import run_main
 from fsutil import atomic_write
-from grading import answer_checks, count_keys_hit
+from grading import answer_checks, count_keys_hit, holds_keys_as_finished_text
 
 
 def fmt(value, as_percent=False):
@@ -25,7 +25,7 @@ def course_verdict(answer, keys):
     flags = [name for name, bad in answer_checks(answer).items() if bad]
     facts = f"all present ({shown(keys)})" if not missing else f"**missing {shown(missing)}** (of {shown(keys)})"
     text = "reads as finished text" if not flags else f"**{', '.join(flags)}**"
-    return f"Key facts: {facts}; {text}.", not missing and not flags
+    return f"Key facts: {facts}; {text}.", holds_keys_as_finished_text(answer, keys)
 
 
 def table(header, rows):
