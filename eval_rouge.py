@@ -30,7 +30,6 @@ OUT_OF_DOMAIN = "out_of_domain"  # the test group whose right answer is an hones
 ANSWER_FIELDS = ("answer", "rouge_l_f", "keys_hit", "keys_total", "correct", "refusal")  # per answer, answers.jsonl
 
 
-
 def char_tokens(text):
     return " ".join(ch for ch in text if not ch.isspace())
 
