@@ -3,14 +3,14 @@
     python bench/bench_train.py                       # the course's size and the CPU profile, vocab 8192
     python bench/bench_train.py --chars_per_token 1.39 --steps 20 --sizes 6x512x8x256x8 4x256x4x512x8
     python bench/bench_train.py --sizes 8x512x8x512x32 12x768x12x1024x16 --dtypes bfloat16 --compile  # a GPU
-    python bench/bench_train.py --sizes 6x256x4x256x4 --packed --dropout 0.1 --attn_dropout 0.1 --dtypes bfloat16
+    python bench/bench_train.py --sizes 6x256x4x256x4 --packed --dropout 0.1 --dtypes bfloat16
     python bench/bench_train.py --sizes 6x256x4x512x8 --dtypes float32 --optimizers adamw muon
 
 Random token ids (speed does not depend on the text); characters per second = tokens per second times the
 characters per token your tokenizer gives (prepare.py prints it; meta.json has it). --packed adds document ids
 (rows of 8 documents), as SFT batches have, --dropout the training dropout on the embeddings and block outputs and
---attn_dropout the one on the attention weights (the fourth example is the CPU SFT config's step), --optimizers
-the optimizers to compare (train.py's `optimizer`: Muon orthogonalises each update in bf16, slow on CPUs without
+--attn_dropout the one on the attention weights (the fourth example is the CPU SFT config's step: it has none),
+--optimizers the optimizers to compare (train.py's `optimizer`: Muon orthogonalises each update in bf16, slow on CPUs without
 bf16 units). On CUDA it also prints the model FLOPs utilisation (MFU).
 """
 import argparse
