@@ -10,8 +10,8 @@ Random token ids (speed does not depend on the text); characters per second = to
 characters per token your tokenizer gives (prepare.py prints it; meta.json has it). --packed adds document ids
 (rows of 8 documents), as SFT batches have, --dropout the training dropout on the embeddings and block outputs and
 --attn_dropout the one on the attention weights (the fourth example is the CPU SFT config's step: it has none),
---optimizers the optimizers to compare (train.py's `optimizer`: Muon orthogonalises each update in bf16, slow on CPUs without
-bf16 units). On CUDA it also prints the model FLOPs utilisation (MFU).
+--optimizers the optimizers to compare (train.py's `optimizer`: Muon orthogonalises each update in bf16, slow on
+CPUs without bf16 units). On CUDA it also prints the model FLOPs utilisation (MFU).
 """
 import argparse
 import os

@@ -18,7 +18,7 @@ if profile == "gpu":
     eval_interval, eval_iters = 50, 20
 elif profile == "cpu":    # 15-18 minutes on a 2-core CPU where bf16 is fast; a fixed budget
     block_size, batch_size = 256, 4   # about 20 examples a step
-    # none on the attention weights, so SDPA keeps its fused kernel: SFT 10% faster with bf16 (4% in float32),
+    # none on the attention weights, so SDPA keeps its fused kernel: SFT 10% faster with bf16 (3% in float32),
     # answers as good at equal passes over three seeds; the time goes to more passes below (BENCHMARKS.md)
     dropout, attn_dropout = 0.1, 0.0
     # decaying to a hundredth instead of a tenth: seen 0.558 against 0.540, three seeds (BENCHMARKS.md)
