@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole pipeline on the embedded default data: prepare -> prepare_sft -> pretrain -> sft -> eval -> report.
 #
-#   bash run.sh                  # picks the profile (a CUDA GPU, else the CPU: 25-30 min on 2 cores with bf16, 1-1.5 h with AVX2)
+#   bash run.sh                  # picks the profile (a CUDA GPU, else the CPU: 25-30 min on 2 cores with bf16, 1-2 h with AVX2)
 #   bash run.sh --profile tiny   # a smoke test of every stage in a minute
 #   bash run.sh --force          # redo stages even when their outputs are up to date
 #
