@@ -434,3 +434,39 @@ def test_synthetic_people_tells_each_invented_person_several_ways_and_asks_about
     (data / "test.jsonl").unlink()
     proc = run_script("bench/synthetic_people.py", "d", "sy2", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "test.jsonl: no such file" in proc.stderr and not (tmp_path / "sy2").exists()
+
+
+def _quality_run(root, name, seed, key, refusals, sft_seconds):
+    """The files bench/quality.sh leaves for one seed: the evaluation, the book questions, the SFT log and best/."""
+    run = root / f"{name}_s{seed}"
+    (run / "eval").mkdir(parents=True)
+    (run / "sft" / "best").mkdir(parents=True)
+    results = {"key_accuracy": key, "rouge_l_f": 0.4, "in_domain_refusal_rate": refusals / 200, "n_in_domain": 200,
+               "ood_decline_rate": 0.8, "groups": {"seen": {"rouge_l_f": 0.5, "key_accuracy": key + 0.2}}}
+    (run / "eval" / "results.json").write_text(json.dumps({f"{run}/sft": results}), encoding="utf-8")
+    book = {"book_questions": 20 + int(seed) % 5, "course_questions": 4}
+    (run / "eval" / "book_questions.json").write_text(json.dumps({f"{run}/sft": book}), encoding="utf-8")
+    (run / "sft" / "log.jsonl").write_text(
+        json.dumps({"step": 0, "time": 0.0}) + "\n" + json.dumps({"step": 90, "time": sft_seconds}) + "\n{\"step\": 9",
+        encoding="utf-8")  # the last line torn, as a crash leaves it
+    (run / "sft" / "best" / "config.json").write_text(json.dumps({"step": 80}), encoding="utf-8")
+
+
+def test_quality_summary_takes_every_seed_of_the_name_from_earlier_calls_too(tmp_path):
+    root = tmp_path / "out" / "exp"
+    _quality_run(root, "arm", "1337", 0.50, 4, 900.0)
+    _quality_run(root, "arm", "2", 0.60, 2, 1000.0)
+    _quality_run(root, "arm2", "3", 0.10, 9, 10.0)  # another name that starts the same: not one of arm's seeds
+    (root / "arm_s7").mkdir()                        # a seed still training: no evaluation yet
+    proc = run_script("bench/quality_summary.py", "arm", "2", cwd=tmp_path)  # this call ran seed 2 only
+    assert "over seeds 2 1337" in proc.stderr
+    summary = json.loads((root / "arm.json").read_text(encoding="utf-8"))
+    assert summary["all.key_accuracy"] == {"2": 0.60, "1337": 0.50, "mean": 0.55}
+    assert summary["in_domain_refusals"] == {"2": 2, "1337": 4, "mean": 3.0}
+    assert summary["sft_seconds"]["mean"] == 950.0 and summary["sft_best_step"]["1337"] == 80
+    assert summary["book_questions"] == {"2": 22, "1337": 22, "mean": 22.0}
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:4] == ["run", "seen", "key", "seen_key"]
+    assert lines[-1].split()[:3] == ["arm", "mean", "0.500"] and len(lines) == 4
+    missing = run_script("bench/quality_summary.py", "arm", "5", cwd=tmp_path, check=False)
+    assert missing.returncode != 0 and "arm_s5/eval" in missing.stderr and "Traceback" not in missing.stderr
