@@ -66,7 +66,12 @@ def main():
            f"context {m['block_size']}, vocabulary {m['vocab_size']:,}",
            f"- profile {t['profile']}, device {info.get('device', t['device'])}, dtype {info.get('dtype', t['dtype'])}",
            f"- pretraining: {pre['step']} steps, best val loss {pre['best_val_loss']:.4f}; "
-           f"SFT: {info['step']} steps, best val loss {info['best_val_loss']:.4f}", ""]
+           f"SFT: {info['step']} steps, best val loss {info['best_val_loss']:.4f}"]
+    caps = {"pretraining": pre["train_config"].get("max_seconds"), "SFT": t.get("max_seconds")}
+    if any(caps.values()):  # run.sh --minutes, or a profile's own cap: it may have stopped before its steps
+        md += ["- training time capped at " + ", ".join(f"{cap:.0f} s of {stage}"
+                                                       for stage, cap in caps.items() if cap)]
+    md += [""]
 
     times = os.path.join(out_dir, "stage_times.tsv")
     if os.path.exists(times):

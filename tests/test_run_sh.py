@@ -1,4 +1,5 @@
 """run.sh end to end on the tiny profile, in a copy of the repository (the real data/ and out/ stay untouched)."""
+import json
 import os
 import shutil
 import subprocess
@@ -34,6 +35,26 @@ def test_run_sh_tiny_profile_runs_every_stage_then_skips_them(tmp_path):
     assert "python app.py" in proc.stdout.strip().splitlines()[-1]
     again = run_sh(repo, "--profile", "tiny")
     assert again.returncode == 0 and again.stdout.count("up to date") == 6
+    # an out/ from before run_settings.txt is judged by the profile its pretraining recorded: nothing to redo
+    (repo / "out" / "run_settings.txt").unlink()
+    migrated = run_sh(repo, "--profile", "tiny")
+    assert migrated.returncode == 0 and migrated.stdout.count("up to date") == 6, migrated.stdout[-2000:]
+    # another time cap (or profile) trains again, though every output is newer than the input files
+    capped = run_sh(repo, "--profile", "tiny", "--minutes", "1")
+    assert capped.returncode == 0, capped.stdout[-3000:] + capped.stderr[-3000:]
+    assert "out/ was trained with profile=tiny minutes=none, this run asks profile=tiny minutes=1" in capped.stdout
+    assert capped.stdout.count("up to date") == 2  # prepare and prepare_sft only
+    train_config = json.loads((repo / "out" / "pretrain" / "best" / "config.json").read_text())["train_config"]
+    assert train_config["max_seconds"] == 24  # 40% of the minute; SFT gets the other 36 s
+    assert "config/sft.py --overwrite=True --max_seconds=36" in capped.stdout
+    report = (repo / "out" / "REPORT.md").read_text(encoding="utf-8")
+    assert "training time capped at 24 s of pretraining, 36 s of SFT" in report
+    uncapped = run_sh(repo, "--profile", "tiny")
+    assert uncapped.stdout.count("up to date") == 2 and "minutes=1, this run asks" in uncapped.stdout
+    assert "capped" not in (repo / "out" / "REPORT.md").read_text(encoding="utf-8")
+    for bad in (["--minutes", "soon"], ["--minutes", "0"], ["--minutes"]):
+        refused = run_sh(repo, "--profile", "tiny", *bad)
+        assert refused.returncode == 2 and "--minutes" in refused.stderr and "== " not in refused.stdout
     (repo / "data" / "jinyong" / "test.jsonl").write_text('{"question": "broken"\n', encoding="utf-8")
     failed = run_sh(repo, "--profile", "tiny")
     assert failed.returncode != 0 and "stage 'eval' failed" in failed.stderr
