@@ -14,6 +14,7 @@ from checkpoint import CheckpointError, find_checkpoint
 from data_utils import COURSE_QUESTIONS
 from engine import Engine, SamplingParams
 from errors import UserError, run_main
+from model import pick_device
 
 MAX_MESSAGE_CHARS = 1000
 NO_MODEL = ("还没有可用的模型。No trained checkpoint was found under `{root}/`. Make one with:\n\n"
@@ -178,6 +179,11 @@ def main():
     ap.add_argument("--device", default="auto")
     ap.add_argument("--concurrency", type=int, default=1, help="replies generated at once; others wait in a queue")
     args = ap.parse_args()
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port {args.port}: expected 1 to 65535")
+    pick_device(args.device)  # a device this machine lacks is one line, not an error in every reply
+    if args.out_dir:
+        find_checkpoint(args.out_dir)  # a mistyped --out_dir is one line, not a failing first choice in the list
     demo = build_app(args.root, args.out_dir, args.device, args.concurrency)
     print(f"MiniGLM chat: http://{args.host}:{args.port}", flush=True)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share)

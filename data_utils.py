@@ -243,6 +243,13 @@ def read_json(path):
         raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
 
 
+def dataset_dir(data_root, name):
+    """data_root/name for a dataset the data scripts write: one folder name, so that nothing lands beside it."""
+    if not name or name in (".", "..") or any(sep and sep in name for sep in (os.sep, os.altsep, "/")):
+        raise DataError(f"--dataset {name!r}: expected the name of one folder under {data_root}/ (e.g. mybooks)")
+    return os.path.join(data_root, name)
+
+
 def check_pretrain_data(data_dir):
     """meta.json of a dataset written by prepare.py, after checking that its files belong together: meta.json
     records the sha256 of tokenizer.json and it matches, and train.bin and val.bin hold the token counts it

@@ -20,7 +20,7 @@ import torch
 
 from data_utils import DataError, parse_keys, read_records, record_to_messages, write_json
 from engine import Engine, add_sampling_args, sampling_params
-from errors import run_main
+from errors import UserError, run_main
 from fsutil import atomic_write
 from grading import answer_checks, count_keys_hit, is_refusal
 from plotting import plot_bars, plot_per_question
@@ -191,6 +191,10 @@ def main():
     ap.add_argument("--limit", type=int, default=0, help="evaluate only the first N questions")
     add_sampling_args(ap, temperature=0.0)
     args = ap.parse_args()
+    if args.limit < 0:
+        raise UserError(f"--limit {args.limit}: expected a number of questions (0: all)")
+    if os.path.exists(args.output) and not os.path.isdir(args.output):  # found before the answers, not after
+        raise UserError(f"--output {args.output}: a file is there; expected a folder for the results")
 
     items = load_test(args.test)
     if args.limit:

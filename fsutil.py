@@ -43,6 +43,7 @@ def atomic_write(path, mode="w", encoding="utf-8"):
         raise ValueError(f"atomic_write mode {mode!r}: expected 'w' or 'wb'")
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)  # an output into a new folder is made, as the scripts' --output folders are
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}-{secrets.token_hex(3)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the usual permissions (umask applies)
     try:

@@ -23,6 +23,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from errors import UserError
+
+
+class DeviceError(UserError):
+    """A --device this machine does not have."""
+
 
 @dataclass
 class GPTConfig:
@@ -142,10 +148,25 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40": 181e12
 
 
 def pick_device(name="auto"):
-    """The device to run on: a CUDA GPU, else Apple's MPS, else the CPU, unless `name` says which."""
-    if name != "auto":
-        return name
-    return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    """The device to run on: a CUDA GPU, else Apple's MPS, else the CPU, unless `name` says which. A device this
+    machine lacks is a DeviceError (one line), not torch's traceback at the first tensor."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise DeviceError(f"device={name!r}: expected auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device={name!r}: this torch sees no CUDA GPU (a CPU-only build, or no driver); "
+                          f"use --device=auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"device={name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                          f"numbered from 0")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device={name!r}: Apple's MPS is not available here; use --device=auto or cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"device={name!r}: expected auto, cpu, cuda, cuda:N or mps")
+    return name
 
 
 CPU_BF16_MIN_SPEEDUP = 1.2  # dtype=auto takes bf16 on a CPU only when it is clearly faster: float32 is more exact

@@ -16,7 +16,8 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from data_utils import DataError, file_sha256, list_text_files, read_text_file, split_document, write_json
+from data_utils import (DataError, dataset_dir, file_sha256, list_text_files, read_text_file, split_document,
+                        write_json)
 from errors import run_main
 from fsutil import atomic_output_dir
 from tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer
@@ -57,7 +58,9 @@ def main():
     args = ap.parse_args()
     if not 0 < args.val_fraction < 0.5:
         raise DataError(f"--val_fraction {args.val_fraction}: expected a number between 0 and 0.5")
-    out_dir = os.path.join(args.data_root, args.dataset)
+    if args.tokenizer in ("bpe", "chars"):
+        Tokenizer.check_vocab_size(args.vocab_size)  # before the corpus is read, not after
+    out_dir = dataset_dir(args.data_root, args.dataset)
     inputs = args.input or [os.path.join(out_dir, "corpus")]
     if not args.input and os.path.isdir(os.path.join(out_dir, "rewrites")):
         # the default data re-tells every section once: two wordings of a fact make it easier to recall

@@ -19,7 +19,7 @@ import random
 
 import numpy as np
 
-from data_utils import DataError, file_sha256, load_conversations, write_json
+from data_utils import DataError, dataset_dir, file_sha256, load_conversations, write_json
 from errors import run_main
 from fsutil import atomic_output_dir
 from tokenizer import Tokenizer, render_conversation
@@ -71,7 +71,7 @@ def main():
         raise DataError(f"--source_copies {args.source_copies}: expected a whole number of at least 1")
     if not 0 < args.val_fraction < 1:
         raise DataError(f"--val_fraction {args.val_fraction}: expected a number between 0 and 1 (not included)")
-    data_dir = os.path.join(args.data_root, args.dataset)
+    data_dir = dataset_dir(args.data_root, args.dataset)
     tok_path = os.path.join(data_dir, "tokenizer.json")
     if not os.path.exists(tok_path):
         raise DataError(f"{tok_path}: not found; prepare the dataset first: python prepare.py --dataset {args.dataset}")

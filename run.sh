@@ -12,7 +12,7 @@
 set -uo pipefail
 cd "$(dirname "$0")"
 
-PROFILE=auto
+PROFILE=${MINIGLM_PROFILE:-auto}   # as train.py reads it; --profile overrides
 FORCE=0
 MINUTES=""
 PYTHON=${PYTHON:-python}
@@ -29,6 +29,10 @@ while [ $# -gt 0 ]; do
     *) echo "run.sh: unknown argument $1 ($USAGE)" >&2; exit 2 ;;
   esac
 done
+case "$PROFILE" in
+  auto|gpu|cpu|tiny) ;;
+  *) echo "run.sh: profile '$PROFILE': expected auto, gpu, cpu or tiny" >&2; exit 2 ;;
+esac
 PRETRAIN_CAP=(); SFT_CAP=()
 if [ -n "$MINUTES" ]; then
   if ! [[ "$MINUTES" =~ ^[0-9]*\.?[0-9]+$ ]] || ! awk -v m="$MINUTES" 'BEGIN { exit !(m * 60 >= 10) }'; then
@@ -112,6 +116,6 @@ stage report      "out/REPORT.md"              "out/eval/results.json" \
       $PYTHON report.py --output out/REPORT.md
 
 echo
-sed -n '1,40p' out/REPORT.md
+cat out/REPORT.md
 echo
 echo "Done. The report is out/REPORT.md. Chat with the model: python app.py  (then open http://127.0.0.1:7860)"

@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException
 from checkpoint import CheckpointError, find_checkpoint, read_info
 from engine import Engine, SamplingParams, utf8_pieces
 from errors import UserError, run_main
+from model import pick_device
 from tokenizer import ROLE_TOKENS
 
 MAX_TOKENS_LIMIT = 4096     # the most new tokens one request may ask for
@@ -402,6 +403,9 @@ def main():
     ap.add_argument("--device", default="auto")
     ap.add_argument("--max_loaded", type=int, default=2, help="models kept in memory at once")
     args = ap.parse_args()
+    if not 0 < args.port < 65536:
+        raise UserError(f"--port {args.port}: expected 1 to 65535")
+    pick_device(args.device)  # a device this machine lacks is one line now, not a 500 on every request
     import uvicorn
     app = build_app(args.root, args.model, args.device, args.api_key, max(1, args.max_loaded))
     names = list(app.state.server.models())

@@ -52,15 +52,20 @@ class Tokenizer:
         self.assistant_id = self.special[ASSISTANT]
 
     # ---- construction -------------------------------------------------------------------------------------
+    @staticmethod
+    def check_vocab_size(vocab_size):
+        """A vocabulary train() can make: the 256 bytes, at least one merge and the special tokens, within uint16."""
+        if not 256 < vocab_size - len(SPECIAL_TOKENS) <= MAX_VOCAB_SIZE - len(SPECIAL_TOKENS):
+            raise TokenizerError(f"vocab_size {vocab_size}: expected {257 + len(SPECIAL_TOKENS)} to {MAX_VOCAB_SIZE} "
+                                 "(ids are stored as uint16)")
+
     @classmethod
     def train(cls, texts, vocab_size=DEFAULT_VOCAB_SIZE, per_character=False):
         """Train a byte-level BPE on an iterable of strings; vocab_size counts the special tokens too.
         per_character: never merge two Chinese characters (CHAR_SPLIT_PATTERN)."""
         import rustbpe
+        cls.check_vocab_size(vocab_size)
         n_merge_vocab = vocab_size - len(SPECIAL_TOKENS)
-        if not 256 < n_merge_vocab <= MAX_VOCAB_SIZE - len(SPECIAL_TOKENS):
-            raise TokenizerError(f"vocab_size {vocab_size}: expected {257 + len(SPECIAL_TOKENS)} to {MAX_VOCAB_SIZE} "
-                                 "(ids are stored as uint16)")
         bpe = rustbpe.Tokenizer()
         pattern = CHAR_SPLIT_PATTERN if per_character else SPLIT_PATTERN
         bpe.train_from_iterator(iter(texts), n_merge_vocab, pattern=pattern)

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from checkpoint import CheckpointError, load_checkpoint, load_trainer_state, save_checkpoint
 from configurator import ConfigError, check_train_config
-from conftest import REPO, TINY_MODEL, run_script, user_error
+from conftest import REPO, TINY_MODEL, corpus_text, free_port, run_script, user_error, write_jsonl
 from engine import Engine, SamplingError, SamplingParams
 from errors import run_main
 from fsutil import atomic_output_dir, atomic_write
@@ -474,3 +474,65 @@ def test_a_torn_log_line_is_skipped_and_resume_repairs_it(trained):
     # (needs train.py to truncate the log on resume)
     run_script("train.py", *PRE, "--out_dir=out/faults_torn", "--init_from=resume", "--max_iters=62", cwd=trained)
     assert log_steps(run) == ([0, 30, 60, 62], 0)
+
+
+def test_a_device_this_machine_lacks_is_one_line_in_every_script(trained, monkeypatch):
+    """Not torch's traceback at the first tensor, and not a 500 on every request of a server that started fine."""
+    from model import DeviceError, pick_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name, message in [("cuda", "sees no CUDA GPU"), ("cuda:0", "sees no CUDA GPU"), ("foo", "expected auto, cpu"),
+                          ("", "expected auto, cpu")]:
+        with pytest.raises(DeviceError, match=message):
+            pick_device(name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(DeviceError, match="has 1 CUDA GPU"):
+        pick_device("cuda:1")
+    assert pick_device("cpu") == "cpu" and pick_device("cuda:0") == "cuda:0"
+    monkeypatch.undo()
+    bad = "foo"  # unknown everywhere, so the scripts below fail the same way on a GPU machine too
+    assert "device='foo'" in user_error(run_script("sample.py", "--out_dir", "out/sft", "--device", bad,
+                                                   "--start", "郭靖", cwd=trained, check=False))
+    assert "device='foo'" in user_error(run_script("train.py", "--dataset=tiny", "--out_dir=out/dev", f"--device={bad}",
+                                                   "--max_iters=2", *TINY_MODEL, cwd=trained, check=False))
+    for script in ("serve.py", "app.py"):
+        proc = run_script(script, "--device", bad, "--port", str(free_port()), cwd=trained, check=False, timeout=60)
+        assert "device='foo'" in user_error(proc)
+
+
+def test_servers_refuse_a_port_out_of_range_and_app_a_missing_checkpoint(trained):
+    for script in ("serve.py", "app.py"):
+        for port in ("99999", "-1"):
+            assert "expected 1 to 65535" in user_error(run_script(script, "--port", port, cwd=trained, check=False))
+    assert "out/nope: no checkpoint there" in user_error(run_script("app.py", "--out_dir", "out/nope", "--port",
+                                                                    str(free_port()), cwd=trained, check=False))
+
+
+def test_outputs_into_a_new_folder_are_made_and_a_file_in_the_way_is_found_first(trained, tmp_path):
+    with atomic_write(tmp_path / "new" / "deeper" / "x.txt") as f:
+        f.write("ok")
+    assert (tmp_path / "new" / "deeper" / "x.txt").read_text() == "ok"
+    write_jsonl(trained / "q.jsonl", [{"question": "郭靖的师父是谁？"}])
+    run_script("sample.py", "--out_dir", "out/sft", "--input_data", "q.jsonl", "--output_data", "answers/new/o.jsonl",
+               "--max_new_tokens", "4", cwd=trained)
+    assert "answer" in json.loads((trained / "answers" / "new" / "o.jsonl").read_text(encoding="utf-8"))
+    (trained / "a_file").write_text("mine", encoding="utf-8")
+    proc = run_script("eval_rouge.py", "--out_dir", "out/sft", "--test", "test.jsonl", "--output", "a_file",
+                      cwd=trained, check=False)
+    assert "a file is there" in user_error(proc) and "evaluating" not in proc.stdout
+    assert (trained / "a_file").read_text(encoding="utf-8") == "mine"
+    proc = run_script("eval_rouge.py", "--out_dir", "out/sft", "--test", "test.jsonl", "--limit", "-1",
+                      "--output", "out/neg", cwd=trained, check=False)
+    assert "--limit -1" in user_error(proc)
+
+
+def test_prepare_writes_only_into_one_folder_under_data_and_checks_the_vocabulary_first(workdir, tmp_path):
+    (tmp_path / "book.txt").write_text(corpus_text(), encoding="utf-8")
+    for name in ("", "..", "../escape", "a/b"):
+        for script, extra in (("prepare.py", ["--input", str(tmp_path / "book.txt")]), ("prepare_sft.py", [])):
+            assert "--dataset" in user_error(run_script(script, "--dataset", name, *extra, cwd=tmp_path,
+                                                        check=False))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["book.txt"]  # nothing written anywhere
+    proc = run_script("prepare.py", "--dataset", "big", "--input", str(tmp_path / "book.txt"), "--vocab_size",
+                      "70000", cwd=tmp_path, check=False)
+    assert "vocab_size 70000" in user_error(proc) and "training a" not in proc.stdout

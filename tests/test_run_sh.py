@@ -17,9 +17,9 @@ def copy_repo(dest):
     return dest
 
 
-def run_sh(cwd, *args):
+def run_sh(cwd, *args, env=None):
     return subprocess.run(["bash", "run.sh", *args], cwd=cwd, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def test_run_sh_tiny_profile_runs_every_stage_then_skips_them(tmp_path):
@@ -55,6 +55,13 @@ def test_run_sh_tiny_profile_runs_every_stage_then_skips_them(tmp_path):
     for bad in (["--minutes", "soon"], ["--minutes", "0"], ["--minutes"]):
         refused = run_sh(repo, "--profile", "tiny", *bad)
         assert refused.returncode == 2 and "--minutes" in refused.stderr and "== " not in refused.stdout
+    refused = run_sh(repo, "--profile", "tyni")
+    assert refused.returncode == 2 and "profile 'tyni': expected" in refused.stderr
+    assert "Traceback" not in refused.stderr and "== " not in refused.stdout
+    # MINIGLM_PROFILE, which train.py reads, picks run.sh's profile too: this is the tiny run above, up to date
+    from_env = run_sh(repo, env={"MINIGLM_PROFILE": "tiny"})
+    assert "run.sh: profile tiny" in from_env.stdout and from_env.stdout.count("up to date") == 6
+    assert "## The course's four questions" in from_env.stdout  # the whole report, not its first lines
     (repo / "data" / "jinyong" / "test.jsonl").write_text('{"question": "broken"\n', encoding="utf-8")
     failed = run_sh(repo, "--profile", "tiny")
     assert failed.returncode != 0 and "stage 'eval' failed" in failed.stderr
