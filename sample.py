@@ -4,6 +4,7 @@
     python sample.py --out_dir out/sft --start "小龙女和杨过是什么关系？"
     python sample.py --start FILE:prompts.txt --num_samples 2
     python sample.py --input_data in.jsonl --output_data out.jsonl     # adds "answer" to each {"question": ...}
+                                                                       # (a record's own "answer" becomes "reference")
 """
 import argparse
 import json
@@ -51,11 +52,15 @@ def main():
     if args.input_data:
         rows = read_questions(args.input_data)
         answers = engine.reply_batch([r["question"] for r in rows], params)
+        kept = 0
         with atomic_write(args.output_data) as f:
             for r, a in zip(rows, answers):
+                if "answer" in r and "reference" not in r:  # a test file's own answer is not overwritten
+                    r, kept = {**r, "reference": r["answer"]}, kept + 1
                 f.write(json.dumps({**r, "answer": a}, ensure_ascii=False) + "\n")
         total_tokens, total_seconds = engine.last_stats["tokens"], engine.last_stats["seconds"]
-        print(f"wrote {len(rows)} answers to {args.output_data}")
+        print(f"wrote {len(rows)} answers to {args.output_data}"
+              + (f" (the input's own 'answer' kept as 'reference' in {kept} of them)" if kept else ""))
     else:
         if args.start.startswith("FILE:"):
             path = args.start[5:]

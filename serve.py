@@ -33,7 +33,7 @@ from checkpoint import CheckpointError, find_checkpoint, read_info
 from engine import Engine, SamplingParams, utf8_pieces
 from errors import UserError, run_main
 from model import pick_device
-from tokenizer import ROLE_TOKENS
+from tokenizer import ROLE_TOKENS, TokenizerError
 
 MAX_TOKENS_LIMIT = 4096     # the most new tokens one request may ask for
 MAX_BODY_BYTES = 1 << 20
@@ -357,7 +357,11 @@ def build_app(root="out", default=None, device="auto", api_key=None, max_loaded=
         if not engine.is_chat:
             raise ApiError(400, f"the model {name!r} is a pretraining checkpoint (a text completer), not a chat "
                                 "model: use /v1/completions", param="model")
-        return await answer(engine, name, engine.prompt_ids(messages, options[0]), options, chat=True)
+        try:
+            prompt_ids = engine.prompt_ids(messages, options[0])
+        except TokenizerError as e:  # a system message longer than the room the context leaves for the prompt
+            raise ApiError(400, f"'messages': {e}", param="messages", code="context_length_exceeded") from None
+        return await answer(engine, name, prompt_ids, options, chat=True)
 
     @v1.post("/completions")
     async def completions(request: Request):

@@ -169,7 +169,8 @@ def render_for_reply(tok, messages, max_tokens):
         head, _ = render_conversation(tok, system)
         keep = max_tokens - len(head) - 3
         if keep < 1:
-            raise TokenizerError(f"context of {max_tokens} tokens is too small for the system prompt")
+            raise TokenizerError(f"the system message takes {len(head)} tokens, and the prompt has room for "
+                                 f"{max_tokens} (the model's context less the reply's); shorten it")
         last = tok.encode(turns[-1]["content"])[-keep:]
         ids = head + [tok.special[USER]] + last + [tok.end_id, tok.assistant_id]
     return ids

@@ -112,7 +112,8 @@ def check_out_dir(cfg):
 
 
 def build_model(cfg, data_dir, log):
-    """(model, tokenizer, info of the checkpoint it started from, trainer state when resuming)."""
+    """(model, tokenizer, info of the checkpoint it started from, trainer state when resuming). A model loaded
+    from a checkpoint keeps its shape: cfg's shape keys are set to it, so that config.json records what trained."""
     if cfg["init_from"] == "scratch":
         tok = Tokenizer.load(os.path.join(data_dir, "tokenizer.json"))
         try:
@@ -127,6 +128,8 @@ def build_model(cfg, data_dir, log):
     source = os.path.join(cfg["out_dir"], "latest") if resume else cfg["init_from"]
     model, tok, info, folder = load_checkpoint(source, "cpu", ("latest",) if resume else ("best", "latest"))
     model.set_dropout(cfg["dropout"], cfg["attn_dropout"])
+    for key in ("n_layer", "n_head", "n_kv_head", "n_embd", "qk_norm", "tie_embeddings"):
+        cfg[key] = getattr(model.config, key)  # the checkpoint's shape is trained, whatever the config said
     if cfg["block_size"] > model.config.block_size:
         raise ConfigError(f"block_size={cfg['block_size']} is larger than the checkpoint's "
                           f"{model.config.block_size} ({folder})")
@@ -249,6 +252,7 @@ def main():
         if trainer_state is not None:
             truncate_log(out_dir, step)  # the rows from `step` on are logged again by this run
     fresh_log = trainer_state is None  # an overwritten run's log is replaced at this run's first save
+    relog = trainer_state is not None  # a resumed run logs its first step again, evaluation step or not
 
     # ---- the loop: [evaluate and save] -> stop? -> one optimizer step
     max_seconds, decay_iters = cfg["max_seconds"], cfg["lr_decay_iters"] or cfg["max_iters"]
@@ -282,7 +286,8 @@ def main():
                 for group in opt.param_groups:
                     group["lr"] = group["peak_lr"] * mult
 
-            if step % cfg["eval_interval"] == 0 or done:
+            if step % cfg["eval_interval"] == 0 or done or relog:
+                relog = False
                 losses = evaluate(raw_model, eval_batches, ctx, system["device"])
                 span = train_seconds - seconds_at_eval
                 tps = tokens_since * world / span if tokens_since and span > 0 else 0.0

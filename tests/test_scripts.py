@@ -18,12 +18,14 @@ def test_sample_answers_questions_from_a_file_and_in_batch_mode(trained):
     proc = run_script("sample.py", "--out_dir", "out/sft", "--start", "FILE:prompts.txt", "--max_new_tokens", "30",
                       cwd=trained)
     assert "--- 郭靖是谁？" in proc.stdout and "--- 段誉的师父是谁？" in proc.stdout
-    write_jsonl(trained / "in.jsonl", [{"question": "郭靖是谁？", "id": 7}, {"question": "杨过和谁在一起？"}])
+    write_jsonl(trained / "in.jsonl", [{"question": "郭靖是谁？", "id": 7},
+                                       {"question": "杨过和谁在一起？", "answer": "小龙女。"}])  # a test file's own
     proc = run_script("sample.py", "--out_dir", "out/sft", "--input_data", "in.jsonl", "--output_data",
                       "answers.jsonl", "--max_new_tokens", "30", cwd=trained)
     rows = [json.loads(line) for line in open(trained / "answers.jsonl", encoding="utf-8")]
     assert [r["question"] for r in rows] == ["郭靖是谁？", "杨过和谁在一起？"] and rows[0]["id"] == 7
     assert all(isinstance(r["answer"], str) for r in rows)
+    assert rows[1]["reference"] == "小龙女。" and "reference" not in rows[0] and "'reference' in 1 of them" in proc.stdout
     assert "generated" in proc.stdout.strip().splitlines()[-1]
     (trained / "bad.jsonl").write_text('{"q": "no question field"}\n', encoding="utf-8")
     err = user_error(run_script("sample.py", "--out_dir", "out/sft", "--input_data", "bad.jsonl", "--output_data",

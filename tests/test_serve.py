@@ -138,6 +138,9 @@ def test_bad_requests_get_openai_errors(server):
              ("/v1/chat/completions", {**ok_chat, "model": "nope"}, 404, "model"),
              ("/v1/chat/completions", {**ok_chat, "model": "linked"}, 404, "model"),
              ("/v1/chat/completions", {**ok_chat, "model": "../out/sft"}, 404, "model"),
+             # a system message longer than the room the tiny model's context leaves for the prompt
+             ("/v1/chat/completions", {**ok_chat, "messages": [{"role": "system", "content": "你是熟悉小说的助手。" * 40},
+                                                              *QUESTION]}, 400, "messages"),
              ("/v1/completions", {"model": "pre", "prompt": 5}, 400, "prompt"),
              ("/v1/nothing", {}, 404, None)]
     for path, body, status, param in cases:

@@ -60,7 +60,22 @@ def test_resume_reproduces_the_uninterrupted_run(workdir):
     full = [json.loads(line) for line in open(workdir / "out/full/log.jsonl")]
     split = [json.loads(line) for line in open(workdir / "out/split/log.jsonl")]
     assert [r["step"] for r in split] == [0, 5, 10, 12] and full[-1]["val_loss"] == split[-1]["val_loss"]
+    # stopped between evaluations (Ctrl-C, or a shorter --max_iters): the resumed run logs that step again
+    run_script("train.py", *RUN, "--out_dir=out/split7", "--max_iters=7", cwd=workdir)
+    run_script("train.py", *RUN, "--out_dir=out/split7", "--max_iters=12", "--init_from=resume", cwd=workdir)
+    split7 = [json.loads(line) for line in open(workdir / "out/split7/log.jsonl")]
+    assert [r["step"] for r in split7] == [0, 5, 7, 10, 12]
+    assert all(torch.equal(a[k], v) for k, v in weights(workdir / "out/split7/latest").items())
     assert (workdir / "out/full/loss.png").stat().st_size > 1000
+
+
+def test_a_run_from_a_checkpoint_records_the_shape_it_trained(trained):
+    """SFT follows the starting checkpoint's shape, whatever the config file says; config.json must say so too."""
+    run_script("train.py", "--task=sft", "--dataset=tiny", "--out_dir=out/shape", "--init_from=out/pre",
+               "--max_iters=1", *TINY_MODEL, "--n_layer=7", "--n_embd=96", cwd=trained)
+    info = json.loads((trained / "out/shape/latest/config.json").read_text(encoding="utf-8"))
+    for key in ("n_layer", "n_embd", "n_head"):
+        assert info["train_config"][key] == info["model"][key], key
 
 
 def test_sft_loss_only_on_answers_and_best_checkpoint(trained):
