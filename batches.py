@@ -182,8 +182,9 @@ class Prefetcher:
             while not self.stopped.is_set():
                 state = self.batches.state()
                 batch = self.batches.next()
-                if self.device.type == "cuda":
-                    batch = {k: v.pin_memory() for k, v in batch.items()}
+                if self.device.type == "cuda":  # contiguous first: CUDA copies a strided tensor (x, y are column
+                    # slices of one row) through an unpinned temporary, which undoes the pinning and may block
+                    batch = {k: v.contiguous().pin_memory() for k, v in batch.items()}
                 self._put((state, batch))
         except Exception as e:  # handed to the training thread, which raises it
             self._put((None, e))
@@ -213,9 +214,10 @@ def build_batches(cfg, tok, data_dir, rank, world):
     of each split, and training tokens per epoch and per step."""
     B, T, seed = cfg["batch_size"], cfg["block_size"], cfg["seed"]
 
-    def packer(data, packer_seed, reply_start=(0, 1.0)):
-        return ExamplePacker(data, T + 1, packer_seed, rank, world, tok.eot_id, cfg["prompt_loss_weight"],
-                             reply_start=reply_start)
+    def packer(data, packer_seed, reply_start=(0, 1.0), shard=True):
+        # training draws each process its own share of an epoch; evaluation reads the same whole split everywhere
+        return ExamplePacker(data, T + 1, packer_seed, rank if shard else 0, world if shard else 1, tok.eot_id,
+                             cfg["prompt_loss_weight"], reply_start=reply_start)
     if cfg["task"] == "pretrain":
         meta = check_pretrain_data(data_dir)
         splits = {s: open_tokens(os.path.join(data_dir, f"{s}.bin")) for s in ("train", "val")}
@@ -252,7 +254,7 @@ def build_batches(cfg, tok, data_dir, rank, world):
             corpus = open_tokens(os.path.join(data_dir, "train.bin"))
         reply_start = (cfg["reply_start_tokens"], cfg["reply_start_weight"])
         train = Batches(T, seed, corpus, text_rows, packer(data["train"], seed, reply_start), B - text_rows)
-        evals = {s: Batches(T, 12345, packer=packer(data[s], 12345), packed_rows=B) for s in data}
+        evals = {s: Batches(T, 12345, packer=packer(data[s], 12345, shard=False), packed_rows=B) for s in data}
         # one pass over a small split is enough; more would only repeat examples
         eval_counts = {s: min(cfg["eval_iters"], math.ceil(int(data[s].lengths.sum()) / (B * (T + 1)))) for s in data}
         per_epoch, per_step = int(data["train"].lengths.sum()), (B - text_rows) * (T + 1)

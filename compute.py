@@ -15,6 +15,9 @@ def setup_system(cfg):
     ddp = int(os.environ.get("RANK", -1)) != -1
     rank, local_rank, world = 0, 0, 1
     dev = pick_device(cfg["device"])
+    if ddp and dev.startswith("mps"):  # gloo, the backend off CUDA, moves CPU and CUDA tensors only
+        raise ConfigError("torchrun with device=mps: PyTorch has no distributed backend for Apple's GPU; train in "
+                          "one process (python train.py ...)")
     if ddp:
         rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
         dist.init_process_group(backend="nccl" if dev.startswith("cuda") else "gloo")
@@ -38,7 +41,8 @@ def setup_system(cfg):
     if dt not in ("float32", "bfloat16", "float16"):
         raise ConfigError(f"dtype={dt!r}: expected auto, float32, bfloat16 or float16")
     ctx = nullcontext() if dt == "float32" else torch.autocast(device_type=device_type, dtype=getattr(torch, dt))
-    scaler = torch.amp.GradScaler("cuda", enabled=(dt == "float16" and device_type == "cuda"))
+    # float16 gradients underflow without loss scaling, on any device (MPS and the CPU included)
+    scaler = torch.amp.GradScaler(device_type, enabled=dt == "float16")
     if device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True

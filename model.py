@@ -109,8 +109,10 @@ class LinearCrossEntropy(torch.autograd.Function):
     incoming gradient in backward, the way fused 'linear cross-entropy' kernels do it."""
 
     @staticmethod
-    def forward(ctx, h, weight, targets, weights, chunk_rows):
-        needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+    def forward(ctx, h, weight, targets, weights, chunk_rows, grad_enabled):
+        # forward always runs with grad mode off, and needs_input_grad is True for a weight that requires grad
+        # even under torch.no_grad(): the caller's grad mode says whether any gradient will be asked for
+        needs_grad = grad_enabled and (ctx.needs_input_grad[0] or ctx.needs_input_grad[1])
         dtype = torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type) else h.dtype
         w = weight.to(dtype)
         total = torch.zeros((), dtype=torch.float32, device=h.device)
@@ -136,11 +138,11 @@ class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_total):
         grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_total.to(grad_h.dtype), grad_w * grad_total, None, None, None
+        return grad_h * grad_total.to(grad_h.dtype), grad_w * grad_total, None, None, None, None
 
 
 def linear_cross_entropy(h, weight, targets, weights, chunk_rows):
-    return LinearCrossEntropy.apply(h, weight, targets, weights, chunk_rows)
+    return LinearCrossEntropy.apply(h, weight, targets, weights, chunk_rows, torch.is_grad_enabled())
 
 
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40": 181e12, "4090": 165e12, "A10": 125e12,

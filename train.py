@@ -141,6 +141,24 @@ def build_model(cfg, data_dir, log):
     return model, tok, info, load_trainer_state(folder) if resume else None
 
 
+def optimizer_step(optimizers, scaler, params, grad_clip):
+    """Step every optimizer on the accumulated gradients (unscaled, clipped), then zero them. With float16's loss
+    scaling an overflow skips every optimizer, not only its own: the clip's norm over all parameters would have
+    turned the other's finite gradients to zeros or NaNs (Muon's block matrices beside AdamW's rest)."""
+    skip = False
+    if grad_clip:
+        for opt in optimizers:
+            scaler.unscale_(opt)
+        norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        skip = scaler.is_enabled() and len(optimizers) > 1 and not bool(torch.isfinite(norm))
+    if not skip:
+        for opt in optimizers:
+            scaler.step(opt)
+    scaler.update()  # lowers the scale after an overflow, stepped or not
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+
+
 @torch.no_grad()
 def evaluate(model, eval_batches, ctx, device):
     """Mean loss of each split's fixed evaluation batches."""
@@ -212,7 +230,9 @@ def main():
     if cfg["compile"] and device_type == "cuda":
         model = model.compiled()  # the loss stays out of the graph (model.GPT.compiled says why)
     if system["ddp"]:
-        model = DDP(model, device_ids=[torch.device(system["device"]).index] if device_type == "cuda" else None)
+        # the only buffers are the rotary tables, computed alike on every rank: no broadcast before each forward
+        model = DDP(model, device_ids=[torch.device(system["device"]).index] if device_type == "cuda" else None,
+                    broadcast_buffers=False)
     ctx, scaler = system["ctx"], system["scaler"]
     loader = Prefetcher(train_batches, system["device"])
     batch_state, batch = loader.next()
@@ -338,15 +358,7 @@ def main():
                 scaler.scale(loss / grad_accum).backward()
                 tokens_since += batch["x"].numel()
                 batch_state, batch = loader.next()  # already made by the loader's thread; the copy overlaps
-            if cfg["grad_clip"]:
-                for opt in optimizers:
-                    scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg["grad_clip"])
-            for opt in optimizers:
-                scaler.step(opt)
-            scaler.update()
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
+            optimizer_step(optimizers, scaler, raw_model.parameters(), cfg["grad_clip"])
             step += 1
             now = time.perf_counter()
             train_seconds, t_step = train_seconds + now - t_step, now

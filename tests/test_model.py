@@ -176,12 +176,12 @@ def test_packed_row_equals_its_examples_one_at_a_time(kw):
 
 def test_chunked_loss_equals_plain_cross_entropy():
     import torch.nn.functional as F
-    from model import LinearCrossEntropy
+    from model import linear_cross_entropy
     g = torch.Generator().manual_seed(0)
     h = torch.randn(37, 16, generator=g, requires_grad=True)
     weight = torch.randn(50, 16, generator=g, requires_grad=True)
     targets, w = torch.randint(50, (37,), generator=g), torch.rand(37, generator=g)
-    ours = LinearCrossEntropy.apply(h, weight, targets, w, 8)  # 8 rows a chunk: chunks end mid-batch
+    ours = linear_cross_entropy(h, weight, targets, w, 8)  # 8 rows a chunk: chunks end mid-batch
     (ours * 3).backward()
     grads = h.grad.clone(), weight.grad.clone()
     h.grad, weight.grad = None, None
@@ -189,10 +189,17 @@ def test_chunked_loss_equals_plain_cross_entropy():
     (ref * 3).backward()
     assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
     assert torch.allclose(grads[0], h.grad, atol=1e-5) and torch.allclose(grads[1], weight.grad, atol=1e-5)
-    with torch.no_grad():  # evaluation computes no gradients at all
-        assert LinearCrossEntropy.apply(h, weight, targets, w, 8).item() == pytest.approx(ref.item(), rel=1e-5)
+
+    def matmuls(**grad_mode):  # the matmuls one loss makes: one a chunk for the logits, two more for gradients
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            with torch.set_grad_enabled(grad_mode["enabled"]):
+                loss = linear_cross_entropy(h, weight, targets, w, 8)
+        return loss, sum(e.count for e in prof.key_averages() if e.key == "aten::mm")
+    loss, n = matmuls(enabled=False)  # evaluation: no gradient work at all, though the weights require grad
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5) and n == 5
+    assert matmuls(enabled=True)[1] == 15
     with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 matmuls, float32 softmax
-        assert LinearCrossEntropy.apply(h, weight, targets, w, 8).item() == pytest.approx(ref.item(), rel=2e-2)
+        assert linear_cross_entropy(h, weight, targets, w, 8).item() == pytest.approx(ref.item(), rel=2e-2)
 
 
 def test_compiled_model_keeps_the_chunked_loss_out_of_its_graph():

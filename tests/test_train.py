@@ -305,6 +305,23 @@ def test_reply_start_weights_reach_sft_training_batches_only(workdir, monkeypatc
     assert set(pre.next()["w"].unique().tolist()) <= {0.0, 1.0}
 
 
+def test_sft_evaluation_reads_the_same_examples_under_any_number_of_processes(workdir, monkeypatch):
+    """Each process trains on its own share of an epoch, but rank 0's validation loss (which picks best/) must be
+    the one-process figure: the same fixed batches whatever the world size, not a duplicated part of the split."""
+    import train
+    from tokenizer import Tokenizer
+    monkeypatch.chdir(workdir)
+    tok = Tokenizer.load("data/tiny/tokenizer.json")
+    cfg = {**train.DEFAULTS, "task": "sft", "dataset": "tiny", "block_size": 64, "batch_size": 2, "eval_iters": 50}
+    one = build_batches(cfg, tok, "data/tiny", 0, 1)
+    for rank in (0, 1):
+        two = build_batches(cfg, tok, "data/tiny", rank, 2)
+        for split in ("train", "val"):
+            assert len(two[1][split]) == len(one[1][split])
+            assert all(torch.equal(a["x"], b["x"]) for a, b in zip(one[1][split], two[1][split]))
+    assert not torch.equal(build_batches(cfg, tok, "data/tiny", 1, 2)[0].next()["x"], one[0].next()["x"])
+
+
 def test_sft_replays_corpus_windows_beside_the_examples(workdir, monkeypatch):
     """text_mix: that share of each SFT batch's rows are corpus windows, every token weighed and plain causal; the
     rest are packed examples, and the epochs count examples only."""
@@ -340,3 +357,36 @@ def test_sft_warns_when_best_is_the_starting_model(trained):
     assert "out/sft_diverged/latest" in diverged.stdout.split("warning: validation loss never fell")[1]
     tuned = run_script("train.py", *args, "--out_dir=out/sft_tuned", "--learning_rate=3e-3", cwd=trained)
     assert "warning: validation loss" not in tuned.stdout + tuned.stderr
+
+
+def test_an_overflow_under_float16_loss_scaling_skips_every_optimizer():
+    """Muon for the block matrices beside AdamW for the rest, float16 loss scaling, a clipped norm over all
+    parameters: an inf in Muon's gradients must not step AdamW on gradients the clip made zero (or NaN)."""
+    from train import optimizer_step
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(4, 4))
+    adamw, muon = torch.optim.AdamW([a], lr=0.1), torch.optim.Muon([b], lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+    for bad in (float("inf"), float("nan")):
+        scaler.scale((a.sum() + b.sum()) * 1.0).backward()
+        b.grad[0, 0] = bad
+        before = a.detach().clone(), b.detach().clone(), scaler.get_scale()
+        optimizer_step([adamw, muon], scaler, [a, b], grad_clip=1.0)
+        assert torch.equal(a, before[0]) and torch.equal(b, before[1])  # neither stepped
+        assert scaler.get_scale() == before[2] / 2 and a.grad is None and b.grad is None
+    scaler.scale((a.sum() + b.sum()) * 1.0).backward()
+    optimizer_step([adamw, muon], scaler, [a, b], grad_clip=1.0)
+    assert not torch.equal(a, torch.ones(3)) and not torch.equal(b, torch.ones(4, 4))  # a finite step moves both
+    assert torch.isfinite(a).all() and torch.isfinite(b).all()
+
+
+def test_float16_off_cuda_trains_with_loss_scaling(workdir):
+    """float16 gradients underflow without loss scaling: the scaler runs wherever float16 does, not on CUDA only."""
+    from compute import setup_system
+    import train
+    system = setup_system({**train.DEFAULTS, "device": "cpu", "dtype": "float16"})
+    assert system["scaler"].is_enabled() and system["dtype"] == "float16"
+    assert not setup_system({**train.DEFAULTS, "device": "cpu", "dtype": "float32"})["scaler"].is_enabled()
+    args = [a for a in RUN if not a.startswith("--dtype")] + ["--dtype=float16"]
+    run_script("train.py", *args, "--out_dir=out/f16", "--max_iters=4", cwd=workdir)
+    rows = [json.loads(line) for line in open(workdir / "out/f16/log.jsonl")]
+    assert rows[-1]["step"] == 4 and rows[-1]["train_loss"] < rows[0]["train_loss"]
