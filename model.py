@@ -157,7 +157,9 @@ def pick_device(name="auto"):
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise DeviceError(f"device={name!r}: expected auto, cpu, cuda, cuda:N or mps") from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"device={name!r}: expected auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"device={name!r}: this torch sees no CUDA GPU (a CPU-only build, or no driver); "
                           f"use --device=auto or cpu")
@@ -166,8 +168,6 @@ def pick_device(name="auto"):
                           f"numbered from 0")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise DeviceError(f"device={name!r}: Apple's MPS is not available here; use --device=auto or cpu")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise DeviceError(f"device={name!r}: expected auto, cpu, cuda, cuda:N or mps")
     return name
 
 

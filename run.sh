@@ -64,10 +64,10 @@ if [ ! -f "$STAMP" ] && [ -f out/pretrain/best/config.json ]; then
              out/pretrain/best/config.json 2>/dev/null || echo unknown)
   echo "profile=$recorded minutes=none" > "$STAMP" && touch -t 197001010000 "$STAMP"
 fi
-if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" != "$SETTINGS" ]; then
-  echo "run.sh: out/ was trained with $(cat "$STAMP"), this run asks $SETTINGS: training again"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$SETTINGS" ]; then  # rewritten only on a change: its age is the change's
+  [ -f "$STAMP" ] && echo "run.sh: out/ was trained with $(cat "$STAMP"), this run asks $SETTINGS: training again"
+  echo "$SETTINGS" > "$STAMP"
 fi
-[ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$SETTINGS" ] || echo "$SETTINGS" > "$STAMP"
 
 # up_to_date OUTPUT INPUT...: the output exists and is newer than every input
 up_to_date() {

@@ -13,6 +13,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from errors import UserError, run_main  # noqa: E402
 from fsutil import atomic_write  # noqa: E402
 from runlog import read_log  # noqa: E402
 
@@ -39,9 +40,9 @@ def seed_figures(run):
         figures["in_domain_refusals"] = round(results["in_domain_refusal_rate"] * results["n_in_domain"])
     book = next(iter(json.load(open(os.path.join(run, "eval", "book_questions.json"), encoding="utf-8")).values()))
     figures.update({k: book[k] for k in ("book_questions", "course_questions")})
-    if os.path.exists(os.path.join(run, "sft", "log.jsonl")):
-        rows, _ = read_log(os.path.join(run, "sft"))
-        figures["sft_seconds"] = max((r.get("time", 0) for r in rows), default=0)
+    rows, _ = read_log(os.path.join(run, "sft"))  # [] without a log
+    if rows:
+        figures["sft_seconds"] = max(r.get("time", 0) for r in rows)
     best = os.path.join(run, "sft", "best", "config.json")
     if os.path.exists(best):
         figures["sft_best_step"] = json.load(open(best, encoding="utf-8")).get("step")
@@ -65,8 +66,8 @@ def main():
     seeds = seeds_of(args.name, args.root)
     missing = [s for s in args.seeds if s not in seeds]
     if missing or not seeds:
-        sys.exit(f"error: {args.root}/{args.name}_s{(missing or ['SEED'])[0]}/eval: no evaluation there "
-                 f"(bench/quality.sh writes it)")
+        raise UserError(f"{args.root}/{args.name}_s{(missing or ['SEED'])[0]}/eval: no evaluation there "
+                        f"(bench/quality.sh writes it)")
     per_seed = {s: seed_figures(os.path.join(args.root, f"{args.name}_s{s}")) for s in seeds}
     table = {}
     for s, figures in per_seed.items():
@@ -87,5 +88,6 @@ def main():
                          else f"{value:9.1f}" if count else f"{value:9.3f}")
         print(f"{args.name + (' mean' if row == 'mean' else '_s' + row):<18}" + "".join(cells))
 
+
 if __name__ == "__main__":
-    main()
+    run_main(main)
