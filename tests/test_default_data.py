@@ -232,6 +232,27 @@ def test_a_refusal_never_names_someone_the_corpus_tells_of():
     assert len(named) >= 5 and not [x for x in named if x in corpus]
 
 
+def test_the_novels_medicines_and_real_ones_are_asked_the_same_way():
+    """A medicine of the novels asked as a medicine (X是什么药？) must be answered and a real one declined, so that
+    the name decides, not the words: with the medical refusals the only questions asked so, 断肠草是什么药？ and
+    九花玉露丸是什么药？ were declined (BENCHMARKS.md, "Medicines asked as medicines")."""
+    ask = re.compile(r"^(.+?)(是(一种)?什么(药|毒药)|这种药吃了有什么用|这味药能治什么|有什么(用|药效)|是治什么的|"
+                     r"能治什么(病|伤)?)？$")
+    corpus = "".join(read_text_file(f)[0] for d in ("corpus", "rewrites")
+                     for f in glob.glob(os.path.join(DATA, d, "kb_*.txt")))
+    answered, declined = [], []
+    for name in ("sft.jsonl", "sft_wordings.jsonl"):
+        convs, _, _ = load_conversations(os.path.join(DATA, name))
+        for c in convs:
+            m = ask.match(c[0]["content"]) if len(c) == 2 else None
+            if m and "医疗用药" in c[1]["content"]:
+                declined.append(m.group(1))
+            elif m and "药" in c[0]["content"] and not REFUSAL.search(c[1]["content"]):
+                answered.append(m.group(1))
+    assert len(answered) >= 6 and all(x[-3:] in corpus for x in answered), answered   # 断肠草, 三笑逍遥散 …
+    assert len(declined) >= 10 and not [x for x in declined if x in corpus], declined  # 阿司匹林 …, none in the books
+
+
 def test_adaptation_questions_get_what_the_corpus_states():
     """The corpus tells of each novel's film and TV versions (神雕: the 1983 and 1995 TVB ones): a reply that declines
     the whole question taught the model to refuse an in-domain test question. Only what the corpus leaves out (who
