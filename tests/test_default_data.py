@@ -15,6 +15,12 @@ REFUSAL = re.compile(r"不在我的知识范围|超出了我的(知识范围|能
 TAIL = "我是MiniGLM，只了解金庸的《射雕英雄传》《神雕侠侣》《天龙八部》，可以问我这三部书里的人物和故事。"
 
 
+def books_text():
+    """The corpus and its re-telling: what the model reads about the books."""
+    return "".join(read_text_file(f)[0] for d in ("corpus", "rewrites")
+                   for f in glob.glob(os.path.join(DATA, d, "kb_*.txt")))
+
+
 def norm(q):
     return re.sub(r"[\s，。？！、“”《》?!,.]", "", q)
 
@@ -222,8 +228,7 @@ def test_a_refusal_never_names_someone_the_corpus_tells_of():
     """A refusal that places a person in another novel ("抱歉，X所在的《Y》...") is right only if the corpus says nothing
     of X: the corpus ends 【张君宝】 with his founding 武当派 as 张三丰, so 张三丰创立了哪个门派？ is answerable (and was
     a test refusal until 2026-12-05)."""
-    corpus = "".join(read_text_file(f)[0] for d in ("corpus", "rewrites")
-                     for f in glob.glob(os.path.join(DATA, d, "kb_*.txt")))
+    corpus = books_text()
     named = set()
     for name in ("sft.jsonl", "sft_wordings.jsonl", "test.jsonl"):
         convs, _, _ = load_conversations(os.path.join(DATA, name))
@@ -238,8 +243,7 @@ def test_the_novels_medicines_and_real_ones_are_asked_the_same_way():
     九花玉露丸是什么药？ were declined (BENCHMARKS.md, "Medicines asked as medicines")."""
     ask = re.compile(r"^(.+?)(是(一种)?什么(药|毒药)|这种药吃了有什么用|这味药能治什么|有什么(用|药效)|是治什么的|"
                      r"能治什么(病|伤)?)？$")
-    corpus = "".join(read_text_file(f)[0] for d in ("corpus", "rewrites")
-                     for f in glob.glob(os.path.join(DATA, d, "kb_*.txt")))
+    corpus = books_text()
     answered, declined = [], []
     for name in ("sft.jsonl", "sft_wordings.jsonl"):
         convs, _, _ = load_conversations(os.path.join(DATA, name))
