@@ -64,7 +64,7 @@ def test_profile_cpu_times_matmuls_profiles_both_steps_and_the_loss_chunks(tmp_p
     assert "pretraining step (8 x 32)" in out and "packed SFT step (4 x 16)" in out
     assert out.count("aten::mm") >= 2  # one profiler table for each kind of step
     assert [line.split(" chunks of ")[1].split(":")[0] for line in out.splitlines() if " chunks of " in line] == \
-        ["2048", "1024", "512", "256"]
+        ["2048", "1024", "512", "256", "128"]
 
 
 def test_corpus_loss_is_lower_for_the_model_that_read_the_corpus(trained):

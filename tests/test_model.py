@@ -202,6 +202,29 @@ def test_chunked_loss_equals_plain_cross_entropy():
         assert linear_cross_entropy(h, weight, targets, w, 8).item() == pytest.approx(ref.item(), rel=2e-2)
 
 
+def test_cpu_training_takes_cache_sized_loss_chunks_and_fused_adamw():
+    """On the CPU the loss runs in chunks of GPT.cpu_loss_chunk_rows (a GPU keeps the larger loss_chunk_rows) and
+    AdamW is torch's fused one: both for speed only, so one step lands where the unfused optimizer's does."""
+    model = tiny()
+    chunks, loss_fn = [], model.loss_fn
+    model.loss_fn = lambda h, w, t, wt, rows: chunks.append(rows) or loss_fn(h, w, t, wt, rows)
+    x = torch.randint(300, (2, 16), generator=torch.Generator().manual_seed(1))
+    _, loss = model(x, x)
+    assert chunks == [GPT.cpu_loss_chunk_rows] and GPT.cpu_loss_chunk_rows < GPT.loss_chunk_rows
+    loss.backward()
+    plain = tiny()
+    for p, q in zip(plain.parameters(), model.parameters()):
+        p.grad = q.grad.clone()
+    fused = model.optimizers("adamw", 1e-2, 0.1, (0.9, 0.95), "cpu")[0]
+    unfused = plain.optimizers("adamw", 1e-2, 0.1, (0.9, 0.95), "mps")[0]  # unfused off the CPU and CUDA
+    assert fused.defaults["fused"] and not unfused.defaults["fused"]
+    fused.step()
+    unfused.step()
+    start = tiny().state_dict()
+    assert min((p - start[n]).abs().max() for n, p in model.named_parameters()) > 1e-3  # every parameter stepped
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(model.parameters(), plain.parameters()))
+
+
 def test_compiled_model_keeps_the_chunked_loss_out_of_its_graph():
     """Compiled inside the graph, LinearCrossEntropy gave all-zero gradients on CUDA (torch 2.11, an H200; a packed
     batch even hit an illegal memory access), so the gpu profile trained nothing (bench/cuda_grad_check.py). The
