@@ -331,10 +331,11 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    # rows of logits alive at once in the loss. A GPU wants large chunks (2048 x 8192 float32 = 64 MB); on the CPU a
-    # chunk of 256 rows (8 MB) stays in the caches for the softmax's passes: the bf16 loss 25% faster (BENCHMARKS.md)
+    # rows of logits alive at once in the loss (2048 x 8192 float32 = 64 MB). Under bf16 on the CPU a chunk of 256
+    # rows (8 MB) stays in the caches for the passes over its logits: the loss 25% faster there; float32 and GPUs do
+    # as well or better with large chunks (BENCHMARKS.md, "The loss in chunks of 256 rows")
     loss_chunk_rows = 2048
-    cpu_loss_chunk_rows = 256
+    cpu_bf16_loss_chunk_rows = 256
     packed_attention = "auto"  # auto: FlexAttention for packed rows on CUDA; "sdpa": SDPA with a mask everywhere
 
     def __init__(self, config):
@@ -409,7 +410,8 @@ class GPT(nn.Module):
             # wait for the device and give every batch another shape
             keep = weights.nonzero().squeeze(1)
             h, weights, targets = h[keep], weights[keep], targets[keep]
-        chunk_rows = self.cpu_loss_chunk_rows if h.device.type == "cpu" else self.loss_chunk_rows
+        cpu_bf16 = h.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+        chunk_rows = self.cpu_bf16_loss_chunk_rows if cpu_bf16 else self.loss_chunk_rows
         total = self.loss_fn(h, self.lm_head.weight, targets, weights, chunk_rows)
         return None, total / weights.sum().clamp(min=1.0)
 

@@ -54,8 +54,8 @@ def profile_steps(name, args, batch, block, packed, dropout, dtype):
 
 
 def loss_chunks(rows, width, vocab, chunks):
-    """The output layer and cross-entropy, forward and backward, at several chunk sizes (the first is what a GPU
-    runs, GPT.loss_chunk_rows; the CPU runs GPT.cpu_loss_chunk_rows)."""
+    """The output layer and cross-entropy, forward and backward, at several chunk sizes (the first is what float32
+    and GPUs run, GPT.loss_chunk_rows; bf16 on the CPU runs GPT.cpu_bf16_loss_chunk_rows)."""
     h = torch.randn(rows, width, requires_grad=True)
     w = (torch.randn(vocab, width) * 0.02).requires_grad_()
     targets, weights = torch.randint(vocab, (rows,)), torch.ones(rows)
@@ -84,7 +84,9 @@ def main():
     profile_steps("pretraining", args, 8, args.rows, False, 0.0, args.dtype)
     profile_steps("packed SFT", args, 4, args.rows // 2, True, 0.1, args.dtype)
     print()
-    loss_chunks(8 * args.rows, args.width, args.vocab, [GPT.loss_chunk_rows, 1024, 512, GPT.cpu_loss_chunk_rows, 128])
+    chunks = [GPT.loss_chunk_rows, 1024, 512, GPT.cpu_bf16_loss_chunk_rows, 128]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.dtype == "bfloat16"):
+        loss_chunks(8 * args.rows, args.width, args.vocab, chunks)
 
 
 if __name__ == "__main__":

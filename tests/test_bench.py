@@ -52,7 +52,28 @@ def test_bench_train_compares_optimizers(tmp_path):
     proc = run_script("bench/bench_train.py", "--sizes", "1x32x2x16x2", "--vocab_size", "64", "--dtypes", "float32",
                       "--optimizers", "adamw", "muon", "--steps", "2", cwd=tmp_path)
     rows = [line.split() for line in proc.stdout.strip().splitlines()[-2:]]
-    assert [r[-4] for r in rows] == ["adamw", "muon"] and all(float(r[-3].replace(",", "")) > 0 for r in rows)
+    assert [r[-5] for r in rows] == ["adamw", "muon"] and all(float(r[-3].replace(",", "")) > 0 for r in rows)
+
+
+def test_bench_train_takes_turns_over_rounds_of_every_configuration(tmp_path, monkeypatch):
+    """--rounds times each configuration (here fused and unfused AdamW at two loss chunk sizes) that often, in turns,
+    and reports the median round and the range; the chunk size reaches the model's loss."""
+    import model
+    chunk_rows = []
+    real = model.linear_cross_entropy
+    monkeypatch.setattr(model, "linear_cross_entropy", lambda *a: chunk_rows.append(a[-1]) or real(*a))
+    proc = run_script("bench/bench_train.py", "--sizes", "1x32x2x16x2", "--vocab_size", "64", "--dtypes", "float32",
+                      "--optimizers", "adamw", "adamw_unfused", "--loss_chunks", "8", "32", "--rounds", "3",
+                      "--steps", "2", cwd=tmp_path)
+    rows = [line.split("(")[0].split() for line in proc.stdout.strip().splitlines()[-4:]]
+    assert [(r[-5], r[-4]) for r in rows] == [("adamw", "8"), ("adamw", "32"), ("adamw_unfused", "8"),
+                                              ("adamw_unfused", "32")]
+    assert all(line.endswith("over 3 rounds)") for line in proc.stdout.strip().splitlines()[-4:])
+    low, high = (float(x.replace(",", "")) for x in proc.stdout.strip().splitlines()[-1].split("(")[1].split()[0]
+                 .split("-"))
+    assert 0 < low <= float(rows[-1][-3].replace(",", "")) <= high
+    # four configurations, two warm-up steps and three rounds of two steps each: 32 losses, in turns
+    assert chunk_rows == [8] * 2 + [32] * 2 + [8] * 2 + [32] * 2 + ([8] * 2 + [32] * 2) * 6
 
 
 def test_profile_cpu_times_matmuls_profiles_both_steps_and_the_loss_chunks(tmp_path):

@@ -203,14 +203,18 @@ def test_chunked_loss_equals_plain_cross_entropy():
 
 
 def test_cpu_training_takes_cache_sized_loss_chunks_and_fused_adamw():
-    """On the CPU the loss runs in chunks of GPT.cpu_loss_chunk_rows (a GPU keeps the larger loss_chunk_rows) and
-    AdamW is torch's fused one: both for speed only, so one step lands where the unfused optimizer's does."""
+    """Under bf16 on the CPU the loss runs in chunks of GPT.cpu_bf16_loss_chunk_rows (float32 and GPUs keep the
+    larger loss_chunk_rows) and AdamW is torch's fused one: both for speed only, so one step lands where the unfused
+    optimizer's does."""
     model = tiny()
     chunks, loss_fn = [], model.loss_fn
     model.loss_fn = lambda h, w, t, wt, rows: chunks.append(rows) or loss_fn(h, w, t, wt, rows)
     x = torch.randint(300, (2, 16), generator=torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x, x)
     _, loss = model(x, x)
-    assert chunks == [GPT.cpu_loss_chunk_rows] and GPT.cpu_loss_chunk_rows < GPT.loss_chunk_rows
+    assert chunks == [GPT.cpu_bf16_loss_chunk_rows, GPT.loss_chunk_rows]
+    assert GPT.cpu_bf16_loss_chunk_rows < GPT.loss_chunk_rows
     loss.backward()
     plain = tiny()
     for p, q in zip(plain.parameters(), model.parameters()):
