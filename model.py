@@ -439,7 +439,7 @@ class GPT(nn.Module):
         embedding, the norms and a separate lm_head. Decay only on matrices, never on norms."""
         matrices = [p for n, p in self.named_parameters() if p.dim() == 2 and n.startswith("blocks.")]
         others = [p for n, p in self.named_parameters() if not (p.dim() == 2 and n.startswith("blocks."))]
-        # fused: one pass over each tensor instead of a dozen (on the CPU the SFT step 4% faster; BENCHMARKS.md)
+        # fused: one pass over each tensor instead of a dozen (the CPU SFT step 2-4% faster; BENCHMARKS.md)
         fused = {"fused": True} if device_type in ("cuda", "cpu") else {}
         if optimizer == "adamw":
             decay = matrices + [p for p in others if p.dim() >= 2]
