@@ -74,6 +74,19 @@ def timed_steps(step, steps, device):
     return time.perf_counter() - t0
 
 
+def report(run, args, device):
+    """One row of the table: the median round's rates, and the range of rounds when there were several."""
+    n_layer, n_embd, n_head, block, batch = run["shape"]
+    rates = sorted(batch * block * args.steps / t for t in run["seconds"])
+    tps = statistics.median(rates)
+    peak = gpu_peak_flops() if device == "cuda" else None
+    mfu = run["raw"].flops_per_token(block) * tps / peak if peak else None
+    spread = f"  ({rates[0]:,.0f}-{rates[-1]:,.0f} over {len(rates)} rounds)" if len(rates) > 1 else ""
+    print(f"{f'{n_layer} x {n_embd} x {n_head}':>24} {block:>6} {batch:>6} {run['raw'].num_params() / 1e6:>8.2f}M "
+          f"{run['dtype']:>9} {run['optimizer']:>13} {run['chunk'] or '-':>6} {tps:>10,.0f} "
+          f"{tps * args.chars_per_token:>10,.0f} {f'{mfu:.1%}' if mfu else '-':>6}{spread}", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", default=["6x512x8x256x8", "6x256x4x512x8"],
@@ -102,7 +115,7 @@ def main():
           f"packed {args.packed}, dropout {args.dropout}, attn_dropout {args.attn_dropout}")
     print(f"{'layers x width x heads':>24} {'block':>6} {'batch':>6} {'params':>9} {'dtype':>9} {'optimizer':>13} "
           f"{'chunk':>6} {'tokens/s':>10} {'chars/s':>10} {'MFU':>6}")
-    runs = []  # every configuration built first, so that rounds can take turns
+    runs = []  # with --rounds, every configuration built first, so that the rounds can take turns
     for s in args.sizes:
         n_layer, n_embd, n_head, block, batch = map(int, s.split("x"))
         for dtype in args.dtypes:
@@ -112,30 +125,19 @@ def main():
                                               args.compile, args.packed, args.dropout, args.attn_dropout, optimizer,
                                               chunk)
                     timed_steps(step, 3 if args.compile else 2, device)  # warm-up (and compilation)
-                    runs.append(dict(shape=(n_layer, n_embd, n_head, block, batch), dtype=dtype, optimizer=optimizer,
-                                     chunk=chunk, raw=raw, step=step, seconds=[]))
+                    run = dict(shape=(n_layer, n_embd, n_head, block, batch), dtype=dtype, optimizer=optimizer,
+                               chunk=chunk, raw=raw, step=step, seconds=[])
                     if args.rounds == 1:  # one at a time, each model freed before the next is built
-                        report(runs.pop(), args, device)
-    for _ in range(args.rounds if runs else 0):
+                        run["seconds"].append(timed_steps(step, args.steps, device))
+                        report(run, args, device)
+                    else:
+                        runs.append(run)
+    for _ in range(args.rounds):  # (runs is empty with one round: each was timed as it was built)
         for run in runs:
             run["seconds"].append(timed_steps(run["step"], args.steps, device))
     for run in runs:
         report(run, args, device)
 
-
-def report(run, args, device):
-    """One row of the table: the median round's rates, and the range of rounds when there were several."""
-    if not run["seconds"]:
-        run["seconds"].append(timed_steps(run["step"], args.steps, device))
-    n_layer, n_embd, n_head, block, batch = run["shape"]
-    rates = sorted(batch * block * args.steps / t for t in run["seconds"])
-    tps = statistics.median(rates)
-    peak = gpu_peak_flops() if device == "cuda" else None
-    mfu = run["raw"].flops_per_token(block) * tps / peak if peak else None
-    spread = f"  ({rates[0]:,.0f}-{rates[-1]:,.0f} over {len(rates)} rounds)" if len(rates) > 1 else ""
-    print(f"{f'{n_layer} x {n_embd} x {n_head}':>24} {block:>6} {batch:>6} {run['raw'].num_params() / 1e6:>8.2f}M "
-          f"{run['dtype']:>9} {run['optimizer']:>13} {run['chunk'] or '-':>6} {tps:>10,.0f} "
-          f"{tps * args.chars_per_token:>10,.0f} {f'{mfu:.1%}' if mfu else '-':>6}{spread}", flush=True)
 
 
 if __name__ == "__main__":
