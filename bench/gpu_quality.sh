@@ -12,14 +12,17 @@
 #            fact at auto_epochs' 14.7 passes) with the 3,102 single-attribute rows among its Q&A rows; SFT as `gpu`.
 #            On the CPU's 6.9 M model this raised `seen` keys and left `corpus_only` where it was (BENCHMARKS.md,
 #            "Four tellings at 60 readings"); the gpu profile's larger model is where it is left to measure.
-#   gpu_cov  SFT only, from the same seed's `gpu` pretrained model, with sft_extra/facts.jsonl (every corpus fact, 3,165
-#            answers) among the training-only rows, for four times the gpu profile's passes: on the CPU's model this
-#            answered more only at four times the steps (BENCHMARKS.md, "SFT coverage"), which a GPU can afford.
-#            Not yet run on a GPU (its logic only, on a CPU with the tiny profile); its SFT time there is unknown.
+#   gpu_cov  the whole pipeline with sft_extra/facts.jsonl (every corpus fact, 3,165 answers) among SFT's
+#            training-only rows and SFT's schedule sized for four times the gpu profile's passes (11.2), cut at
+#            COV_SFT_SECONDS (220) of training so that the run fits the call: on the CPU's model these rows answered
+#            more only at four times the steps (BENCHMARKS.md, "SFT coverage"), the one lever that moved
+#            `corpus_only`, which a GPU can afford. Its own pretraining (the same seed's as `gpu`), so it runs
+#            beside `gpu` rather than after it. Not yet run on a GPU (its logic only, on a CPU with the tiny profile).
 #
 # Here, once:   bash ../shared/device/wheels.sh .whl && echo /.whl/ >> .git/info/exclude
 # There:        bash bench/gpu_quality.sh                 (carry .whl; timeout_s 480)
-# A dry run of the logic on a CPU: MINIGLM_PROFILE=tiny BUDGET=300 bash bench/gpu_quality.sh out/gq_tiny.txt
+# A dry run of the logic on a CPU: MINIGLM_PROFILE=tiny VARIANTS=gpu_cov BUDGET=300 bash bench/gpu_quality.sh out/gq.txt
+# (about 90 s on 2 cores; six runs at once took 3 to over 4 minutes there: BUDGET=480)
 # Runs go to out/exp/gpu*_sSEED (bench/quality.sh); every run is stopped 45 s before BUDGET seconds (450) from the
 # start, which leaves the time to ask seed 1337's models the course's four questions (REPORT.md beside each run).
 set -uo pipefail
@@ -35,8 +38,8 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>&1 | head -1 | 
 python3 -c "import torch; print('torch', torch.__version__)" 2>&1 | tee -a "$report"
 
 # nine runs do not fit in eight minutes on an H200 (the first call's `gpu_sft` runs were stopped in evaluation):
-# by default `gpu` and `gpu_rw4` (about 5 minutes); VARIANTS="gpu gpu_sft" or "gpu gpu_cov" for the others, "gpu" for
-# the shipped alone
+# by default `gpu` and `gpu_rw4` (about 5 minutes); VARIANTS="gpu gpu_sft", "gpu gpu_cov" or "gpu_cov" for the
+# others, "gpu" for the shipped alone
 variants=" ${VARIANTS:-gpu gpu_rw4} "
 t_setup=$SECONDS
 prepare_rw4() {
@@ -55,9 +58,10 @@ prepare_cov() {
   > out/gq_prepare.log 2>&1 || { say "prepare failed:"; tail -5 out/gq_prepare.log | tee -a "$report"; exit 1; }
 say "prepared the data of$variants in $((SECONDS - t_setup)) s"
 
-rm -rf out/exp/gpu_s* out/exp/gpu_sft_s* out/exp/gpu_rw4_s* out/exp/gpu_cov_s*   # this script's runs of an earlier call
+# this script's runs of an earlier call, with their summaries (the fail-fast check below reads those)
+rm -rf out/exp/gpu_s* out/exp/gpu_sft_s* out/exp/gpu_rw4_s* out/exp/gpu_cov_s* out/exp/gpu*.summary out/exp/gpu*.s[0-9]*.log
 # A run of the gpu profile leaves an H200 idle most of the time (a 30 M model: kernel launches and compiles, not
-# arithmetic), so the runs share the GPU: each seed's `gpu` (followed by its `gpu_sft` or `gpu_cov`) and `gpu_rw4` start at
+# arithmetic), so the runs share the GPU: each seed's `gpu` (followed by its `gpu_sft`), `gpu_rw4` and `gpu_cov` start at
 # once, each with a few CPU threads. Their tokens/s are therefore not speed figures (bench/gpu_check.sh measures
 # those alone on the GPU).
 export OMP_NUM_THREADS=2 TORCHINDUCTOR_COMPILE_THREADS=2
@@ -82,24 +86,25 @@ run() {  # run VARIANT SEED ARGS...: one seed of bench/quality.sh inside the tim
 }
 rw4=(-- --dataset=jinyong_rw4 --sft_mix_extra=True)
 sftcpu=(-- -- --reply_start_tokens=4 --reply_start_weight=4.0 --min_lr=2e-5 --epochs=3.8 --attn_dropout=0.0)
-sftcov=(-- -- --dataset=jinyong_cov --epochs=11.2)
+cov=(-- -- --dataset=jinyong_cov --epochs=11.2 --max_seconds=${COV_SFT_SECONDS:-220})
 t_start=$SECONDS
 chains=()
 for seed in 1337 2 3; do
-  ( run gpu "$seed" || exit
-    pretrained=out/exp/gpu_s$seed/pretrain/latest
-    [[ $variants != *" gpu_sft "* ]] || PRETRAINED=$pretrained run gpu_sft "$seed" "${sftcpu[@]}"
-    [[ $variants != *" gpu_cov "* ]] || PRETRAINED=$pretrained run gpu_cov "$seed" "${sftcov[@]}" ) &
-  chains+=($!)
+  if [[ $variants == *" gpu "* || $variants == *" gpu_sft "* ]]; then
+    ( run gpu "$seed" || exit
+      [[ $variants != *" gpu_sft "* ]] || PRETRAINED=out/exp/gpu_s$seed/pretrain/latest run gpu_sft "$seed" "${sftcpu[@]}"
+    ) & chains+=($!)
+  fi
   if [[ $variants == *" gpu_rw4 "* ]]; then ( run gpu_rw4 "$seed" "${rw4[@]}" ) & chains+=($!); fi
+  if [[ $variants == *" gpu_cov "* ]]; then ( run gpu_cov "$seed" "${cov[@]}" ) & chains+=($!); fi
 done
-# Fail fast: when the shipped profile's first seed fails, the others would too; stop them all, so that the call
-# ends with the error while there is device time left to fix it and call again.
+# Fail fast: when a variant's first seed fails, the others would too; stop them all, so that the call ends with
+# the error while there is device time left to fix it and call again.
 while sleep 5; do
   alive=0; for p in "${chains[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
   [ $alive = 0 ] && break
-  if grep -qs "exit [1-9]" out/exp/gpu.s1337.summary; then
-    say "gpu seed 1337 failed: stopping the other runs"; pkill -f bench/quality.sh; pkill -f train.py; pkill -f eval_rouge.py
+  if failed=$(grep -ls "exit [1-9]" out/exp/gpu*.s1337.summary); then
+    say "$(echo $failed) says seed 1337 failed: stopping the other runs"; pkill -f bench/quality.sh; pkill -f train.py; pkill -f eval_rouge.py
     wait; break
   fi
 done
@@ -110,7 +115,7 @@ for variant in gpu gpu_sft gpu_rw4 gpu_cov; do
   d=out/exp/${variant}_s1337
   [ -f "$d/eval/results.json" ] || continue
   data=data/jinyong; [ "$variant" = gpu_rw4 ] && data=data/jinyong_rw4
-  pre=$d/pretrain; [[ $variant == gpu_sft || $variant == gpu_cov ]] && pre=out/exp/gpu_s1337/pretrain
+  pre=$d/pretrain; [ "$variant" = gpu_sft ] && pre=out/exp/gpu_s1337/pretrain
   timeout 25 python3 report.py --data "$data" --pretrain "$pre" --sft "$d/sft" --eval "$d/eval" \
     --output "$d/REPORT.md" > "out/exp/$variant.report.log" 2>&1 &
 done
@@ -134,7 +139,7 @@ for variant in ("gpu", "gpu_sft", "gpu_rw4", "gpu_cov"):
         g = r.get("groups", {})
         flagged = round(r["n"] * sum(r.get(k, 0) for k in ("empty_rate", "garbled_rate", "repetition_rate",
                                                                "truncated_rate")))
-        pre = f"out/exp/{'gpu' if variant in ('gpu_sft', 'gpu_cov') else variant}_s{seed}/pretrain/log.jsonl"
+        pre = f"out/exp/{'gpu' if variant == 'gpu_sft' else variant}_s{seed}/pretrain/log.jsonl"
         log = [json.loads(l) for l in open(pre)] if os.path.exists(pre) else []
         last = log[-1] if log else {}
         book_path = f"out/exp/{variant}_s{seed}/eval/book_questions.json"  # bench/book_questions.py, via quality.sh
@@ -157,7 +162,7 @@ with open(report, "a", encoding="utf-8") as f:
     f.write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
-for variant in gpu gpu_sft gpu_rw4; do
+for variant in gpu gpu_sft gpu_rw4 gpu_cov; do
   f=out/exp/${variant}_s1337/REPORT.md
   [ -f "$f" ] && { say; say "== $variant seed 1337: the course's four questions"; sed -n '/^## The course/,/^Chat with/p' "$f" \
     | grep -v '^## \|^Chat with' | tee -a "$report"; }
