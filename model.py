@@ -112,12 +112,14 @@ class LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, h, weight, targets, weights, chunk_rows, grad_enabled):
         # forward always runs with grad mode off, and needs_input_grad is True for a weight that requires grad
         # even under torch.no_grad(): the caller's grad mode says whether any gradient will be asked for
-        needs_grad = grad_enabled and (ctx.needs_input_grad[0] or ctx.needs_input_grad[1])
+        needs_grad_h, needs_grad_w = (grad_enabled and ctx.needs_input_grad[i] for i in (0, 1))
+        needs_grad = needs_grad_h or needs_grad_w
         dtype = torch.get_autocast_dtype(h.device.type) if torch.is_autocast_enabled(h.device.type) else h.dtype
         w = weight.to(dtype)
         total = torch.zeros((), dtype=torch.float32, device=h.device)
-        grad_h = torch.empty_like(h) if needs_grad else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if needs_grad else None
+        grad_h = torch.empty_like(h) if needs_grad_h else None
+        # a frozen output layer (freeze_embeddings) skips the third of the matmuls that only its gradient needs
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if needs_grad_w else None
         for s in range(0, h.shape[0], chunk_rows):
             hc, tc, wc = h[s:s + chunk_rows].to(dtype), targets[s:s + chunk_rows], weights[s:s + chunk_rows]
             logits = (hc @ w.t()).float()
@@ -129,8 +131,10 @@ class LinearCrossEntropy(torch.autograd.Function):
                 probs = logits.div_(exp_sum[:, None])
                 probs[torch.arange(len(tc), device=h.device), tc] -= 1.0
                 g = (probs * wc[:, None]).to(dtype)
-                grad_h[s:s + chunk_rows] = g @ w
-                grad_w += (g.t() @ hc).float()
+                if needs_grad_h:
+                    grad_h[s:s + chunk_rows] = g @ w
+                if needs_grad_w:
+                    grad_w += (g.t() @ hc).float()
         if needs_grad:
             ctx.save_for_backward(grad_h, grad_w)
         return total
@@ -138,7 +142,8 @@ class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_total):
         grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_total.to(grad_h.dtype), grad_w * grad_total, None, None, None, None
+        return (None if grad_h is None else grad_h * grad_total.to(grad_h.dtype),
+                None if grad_w is None else grad_w * grad_total, None, None, None, None)
 
 
 def linear_cross_entropy(h, weight, targets, weights, chunk_rows):
@@ -437,8 +442,9 @@ class GPT(nn.Module):
     def optimizers(self, optimizer, learning_rate, weight_decay, betas, device_type, muon_lr=0.02):
         """AdamW for everything, or torch.optim.Muon for the 2-D matrices inside the blocks plus AdamW for the
         embedding, the norms and a separate lm_head. Decay only on matrices, never on norms."""
-        matrices = [p for n, p in self.named_parameters() if p.dim() == 2 and n.startswith("blocks.")]
-        others = [p for n, p in self.named_parameters() if not (p.dim() == 2 and n.startswith("blocks."))]
+        trained = [(n, p) for n, p in self.named_parameters() if p.requires_grad]  # not a frozen embedding
+        matrices = [p for n, p in trained if p.dim() == 2 and n.startswith("blocks.")]
+        others = [p for n, p in trained if not (p.dim() == 2 and n.startswith("blocks."))]
         # fused: one pass over each tensor instead of a dozen (the CPU SFT step 2-4% faster; BENCHMARKS.md)
         fused = {"fused": True} if device_type in ("cuda", "cpu") else {}
         if optimizer == "adamw":

@@ -56,6 +56,7 @@ reply_start_weight = 1.0     # (they choose which memorised answer follows); eva
 sft_mix = 0.0                # pretraining: this share of each batch's rows are packed SFT examples (loss on replies)
 sft_mix_extra = False        # True: those rows also draw the copies and --extra records that prepare_sft.py adds
 text_mix = 0.0               # SFT: this share of each batch's rows are corpus windows (train.bin), every token weighed
+freeze_embeddings = False    # keep the token embeddings (tied: the output layer too) as the starting model has them
 max_iters = 2000             # optimizer steps; 0 means: as many as `epochs` takes
 epochs = 0.0                 # passes over the training data (corpus or SFT tokens) when max_iters is 0; 0: auto_epochs
 max_seconds = 0.0            # cap on training seconds (evaluation not counted); the LR schedule fits the first to end
@@ -199,6 +200,7 @@ def main():
         cfg["epochs"] = cfg["epochs"] or auto_epochs(per_epoch)
         cfg["max_iters"] = max(1, math.ceil(cfg["epochs"] * per_epoch / per_step))
     model.to(system["device"])
+    model.embed.weight.requires_grad_(not cfg["freeze_embeddings"])
     timed = "" if system["bf16_speedup"] is None else f" (bf16 matmuls {system['bf16_speedup']:.2f}x float32's)"
     log(f"profile {cfg['profile']} | device {system['device']} {system['dtype']}{timed} | {world} process(es) | "
         f"model {model.num_params() / 1e6:.2f}M parameters ({model.config.n_layer} layers, {model.config.n_embd} "

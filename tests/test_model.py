@@ -198,6 +198,13 @@ def test_chunked_loss_equals_plain_cross_entropy():
     loss, n = matmuls(enabled=False)  # evaluation: no gradient work at all, though the weights require grad
     assert loss.item() == pytest.approx(ref.item(), rel=1e-5) and n == 5
     assert matmuls(enabled=True)[1] == 15
+    frozen = weight.detach()  # freeze_embeddings: the output layer takes no gradient, and costs no matmul for one
+    h.grad = None
+    loss = linear_cross_entropy(h, frozen, targets, w, 8)
+    (loss * 3).backward()
+    assert torch.allclose(h.grad, grads[0], atol=1e-5)
+    weight = frozen
+    assert matmuls(enabled=True)[1] == 10
     with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 matmuls, float32 softmax
         assert linear_cross_entropy(h, weight, targets, w, 8).item() == pytest.approx(ref.item(), rel=2e-2)
 

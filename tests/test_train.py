@@ -78,6 +78,17 @@ def test_a_run_from_a_checkpoint_records_the_shape_it_trained(trained):
         assert info["train_config"][key] == info["model"][key], key
 
 
+def test_frozen_embeddings_stay_as_the_starting_model_has_them(trained):
+    """--freeze_embeddings=True: the token embedding (tied: the output layer too) is the starting checkpoint's to
+    the bit, and the blocks still learn."""
+    run_script("train.py", "--task=sft", "--dataset=tiny", "--out_dir=out/frozen", "--init_from=out/pre",
+               "--max_iters=3", "--freeze_embeddings=True", *TINY_MODEL, cwd=trained)
+    start, tuned = weights(trained / "out/pre/latest"), weights(trained / "out/frozen/latest")
+    frozen = [n for n in start if "embed" in n]
+    assert frozen and all(torch.equal(start[n], tuned[n]) for n in frozen)
+    assert any(not torch.equal(start[n], tuned[n]) for n in start if n.startswith("blocks."))
+
+
 def test_sft_loss_only_on_answers_and_best_checkpoint(trained):
     info = json.loads((trained / "out/sft/best/config.json").read_text(encoding="utf-8"))
     assert info["task"] == "sft" and info["best_val_loss"] < 10
