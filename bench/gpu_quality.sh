@@ -14,10 +14,13 @@
 #            "Four tellings at 60 readings"); the gpu profile's larger model is where it is left to measure.
 #   gpu_cov  the whole pipeline with sft_extra/facts.jsonl (every corpus fact, 3,165 answers) among SFT's
 #            training-only rows and SFT's schedule sized for four times the gpu profile's passes (11.2), cut at
-#            COV_SFT_SECONDS (220) of training so that the run fits the call: on the CPU's model these rows answered
+#            COV_SFT_SECONDS (180) of training so that the run fits the call: on the CPU's model these rows answered
 #            more only at four times the steps (BENCHMARKS.md, "SFT coverage"), the one lever that moved
 #            `corpus_only`, which a GPU can afford. Its own pretraining (the same seed's as `gpu`), so it runs
 #            beside `gpu` rather than after it. Not yet run on a GPU (its logic only, on a CPU with the tiny profile).
+#            At the gpu profile's measured 6.5 SFT steps a second, 180 s is about 1,200 steps, some 4 passes over its
+#            examples (the cosine follows the time cap); for more, run it alone with the call's whole time:
+#            VARIANTS=gpu_cov BUDGET=540 COV_SFT_SECONDS=300 bash bench/gpu_quality.sh   (timeout_s 580)
 #
 # Here, once:   bash ../shared/device/wheels.sh .whl && echo /.whl/ >> .git/info/exclude
 # There:        bash bench/gpu_quality.sh                 (carry .whl; timeout_s 480)
@@ -86,7 +89,7 @@ run() {  # run VARIANT SEED ARGS...: one seed of bench/quality.sh inside the tim
 }
 rw4=(-- --dataset=jinyong_rw4 --sft_mix_extra=True)
 sftcpu=(-- -- --reply_start_tokens=4 --reply_start_weight=4.0 --min_lr=2e-5 --epochs=3.8 --attn_dropout=0.0)
-cov=(-- -- --dataset=jinyong_cov --epochs=11.2 --max_seconds=${COV_SFT_SECONDS:-220})
+cov=(-- -- --dataset=jinyong_cov --epochs=11.2 --max_seconds=${COV_SFT_SECONDS:-180})
 t_start=$SECONDS
 chains=()
 for seed in 1337 2 3; do
