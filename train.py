@@ -218,8 +218,14 @@ def main():
         if "train_seconds" not in trainer_state:
             raise ConfigError(f"{out_dir}/latest was written by an older MiniGLM whose runs cannot be resumed; "
                               f"start over with --overwrite=True")
-        for opt, sd in zip(optimizers, trainer_state["optimizers"]):
-            opt.load_state_dict(sd)
+        try:  # another optimizer or freeze_embeddings than the run had makes other parameter groups
+            if len(optimizers) != len(trainer_state["optimizers"]):
+                raise ValueError("another number of optimizers")
+            for opt, sd in zip(optimizers, trainer_state["optimizers"]):
+                opt.load_state_dict(sd)
+        except ValueError as e:
+            raise ConfigError(f"{out_dir}/latest's optimizer state does not fit this run ({e}); resume with the "
+                              f"optimizer and freeze_embeddings it was trained with") from None
         step, train_seconds, best_val = trainer_state["step"], trainer_state["train_seconds"], trainer_state["best_val"]
         warmup_seconds = trainer_state["warmup_seconds"]
         rng = trainer_state["rng"][system["rank"] % len(trainer_state["rng"])]
