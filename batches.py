@@ -36,6 +36,7 @@ class SFTData:
         if written_with and written_with != file_sha256(os.path.join(data_dir, "tokenizer.json")):
             raise DataError(f"{base}.bin was written with another tokenizer than {data_dir}/tokenizer.json "
                             f"(prepare.py ran since); run prepare_sft.py again")
+        self.path = base + ".bin"
         self.tokens = np.memmap(base + ".bin", dtype=np.uint16, mode="r")
         self.mask = np.memmap(base + ".mask.bin", dtype=np.uint8, mode="r")
         self.offsets = np.fromfile(base + ".offsets.bin", dtype=np.int64)[:None if first is None else first + 1]
@@ -70,6 +71,9 @@ class ExamplePacker:
         return {"epoch": self.epoch, "index": self.index, "waiting": list(self.waiting)}
 
     def set_state(self, state):
+        if max(state["waiting"], default=-1) >= len(self.data) or state["index"] > len(self.data):
+            raise DataError(f"{self.data.path}: the run being resumed drew its examples from a larger set than these "
+                            f"{len(self.data)}; resume with the dataset (and sft_mix_extra) it was trained with")
         self.epoch, self.index, self.waiting = state["epoch"], state["index"], list(state["waiting"])
 
     def _draw(self):
@@ -138,7 +142,7 @@ class Batches:
 
     def set_state(self, state):
         self.gen.set_state(state["generator"])
-        if self.packer:
+        if self.packer and state["packer"] is not None:  # else packed rows newly mixed in at a resume start afresh
             self.packer.set_state(state["packer"])
 
     def examples_done(self, state):

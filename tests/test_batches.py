@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from batches import Batches, ExamplePacker, Prefetcher, SFTData, open_tokens
+from data_utils import DataError
 from tokenizer import Tokenizer
 
 
@@ -132,6 +133,20 @@ def test_state_restores_the_exact_sequence_and_the_loader_keeps_it(tiny_data):
     again.set_state(got[3][0])  # the state handed out with a batch reproduces that batch
     batch = again.next()
     assert all(torch.equal(batch[k], expected[3][k]) for k in expected[3])
+
+
+def test_a_resume_onto_fewer_examples_is_a_data_error(tiny_data, workdir):
+    """A run resumed on another dataset (or sft_mix_extra) whose examples its saved place cannot index: one line
+    naming the file, not an IndexError in the loader thread."""
+    data, _, tok = tiny_data
+    packer = ExamplePacker(data, 65, 0, pad_id=tok.eot_id)
+    packer.rows(2)
+    state = packer.state()
+    assert max(state["waiting"]) >= 5
+    fewer = SFTData(str(workdir / "data" / "tiny"), "train", first=5)
+    with pytest.raises(DataError, match=r"sft_train\.bin: the run being resumed drew its examples from a larger set"):
+        ExamplePacker(fewer, 65, 0, pad_id=tok.eot_id).set_state(state)
+    ExamplePacker(data, 65, 0, pad_id=tok.eot_id).set_state(state)  # the same examples resume
 
 
 def test_loader_errors_reach_the_training_thread(tiny_data):

@@ -199,6 +199,12 @@ def test_pretraining_with_qa_rows_mixed_in(workdir):
     info = json.loads((workdir / "out/mix/latest/config.json").read_text(encoding="utf-8"))
     assert info["train_config"]["sft_mix"] == 0.25 and info["step"] == 3
     assert "sft_mix=1.5" in user_error(run_script("train.py", *RUN, "--sft_mix=1.5", cwd=workdir, check=False))
+    # a run trained without Q&A rows, resumed with them: the rows start their own epoch order (was a TypeError)
+    run_script("train.py", *RUN, "--out_dir=out/mix0", "--max_iters=2", "--sft_mix=0", cwd=workdir)
+    run_script("train.py", *RUN, "--out_dir=out/mix0", "--max_iters=4", "--sft_mix=0.25", "--init_from=resume",
+               cwd=workdir)
+    info = json.loads((workdir / "out/mix0/latest/config.json").read_text(encoding="utf-8"))
+    assert info["train_config"]["sft_mix"] == 0.25 and info["step"] == 4
 
 
 def test_schedule_scales_every_group_from_its_own_peak_after_warmup():
