@@ -126,8 +126,8 @@ def _one_of(*choices):
 TRAIN_CONFIG_RANGES = {
     "batch_size": _number(1), "gradient_accumulation_steps": _number(1), "eval_interval": _number(1),
     "eval_iters": _number(1), "log_interval": _number(1), "max_iters": _number(0), "epochs": _number(0),
-    "max_seconds": _number(0),
-    "warmup_iters": _number(0), "lr_decay_iters": _number(0), "learning_rate": _number(0, low_open=True),
+    "max_seconds": _number(0), "warmup_iters": _number(0), "lr_decay_iters": _number(0),
+    "learning_rate": _number(0, low_open=True),
     "muon_lr": _number(0, low_open=True), "min_lr": _number(0), "dropout": _number(0, 1), "attn_dropout": _number(0, 1),
     "weight_decay": _number(0), "beta1": _number(0, 1),
     "beta2": _number(0, 1), "grad_clip": _number(0), "optimizer": _one_of("adamw", "muon"),
