@@ -128,6 +128,10 @@ def build_model(cfg, data_dir, log):
     resume = cfg["init_from"] == "resume"
     source = os.path.join(cfg["out_dir"], "latest") if resume else cfg["init_from"]
     model, tok, info, folder = load_checkpoint(source, "cpu", ("latest",) if resume else ("best", "latest"))
+    for key in ("task", "dataset") if resume else ():  # the saved place in the data means nothing in other data
+        if info.get(key, cfg[key]) != cfg[key]:
+            raise ConfigError(f"{folder} is a {key}={info[key]} run: resume it with --{key}={info[key]}, or start a "
+                              f"new run from it with --init_from={folder} and another out_dir")
     model.set_dropout(cfg["dropout"], cfg["attn_dropout"])
     for key in ("n_layer", "n_head", "n_kv_head", "n_embd", "qk_norm", "tie_embeddings"):
         cfg[key] = getattr(model.config, key)  # the checkpoint's shape is trained, whatever the config said

@@ -94,6 +94,15 @@ def test_frozen_embeddings_stay_as_the_starting_model_has_them(trained):
         assert "out/frozen/latest's optimizer state does not fit" in err and "freeze_embeddings" in err
 
 
+def test_a_resume_keeps_the_task_and_dataset_of_its_run(trained):
+    """The saved place in the data means nothing in other data: one line saying what to do instead."""
+    shutil.copytree(trained / "data/tiny", trained / "data/tiny_copy", dirs_exist_ok=True)
+    for changed, said in [("--task=sft", "task=pretrain"), ("--dataset=tiny_copy", "dataset=tiny")]:
+        err = user_error(run_script("train.py", *RUN, "--out_dir=out/pre", "--init_from=resume", "--max_iters=30",
+                                    changed, cwd=trained, check=False))  # the later --dataset wins
+        assert f"out/pre/latest is a {said} run: resume it with --{said}" in err
+
+
 def test_sft_loss_only_on_answers_and_best_checkpoint(trained):
     info = json.loads((trained / "out/sft/best/config.json").read_text(encoding="utf-8"))
     assert info["task"] == "sft" and info["best_val_loss"] < 10
