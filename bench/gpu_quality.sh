@@ -19,8 +19,9 @@
 #            `corpus_only`, which a GPU can afford. Its own pretraining (the same seed's as `gpu`), so it runs
 #            beside `gpu` rather than after it. Not yet run on a GPU (its logic only, on a CPU with the tiny profile).
 #            At the gpu profile's measured 6.5 SFT steps a second, 180 s is about 1,200 steps, some 4 passes over its
-#            examples (the cosine follows the time cap); for more, run it alone with the call's whole time:
-#            VARIANTS=gpu_cov BUDGET=540 COV_SFT_SECONDS=300 bash bench/gpu_quality.sh   (timeout_s 580)
+#            examples (the cosine follows the time cap); for more, run it alone with the call's whole time (SFT's
+#            evaluations, about a tenth more, and the pretraining of about 100-130 s come on top of the cap):
+#            VARIANTS=gpu_cov BUDGET=540 COV_SFT_SECONDS=240 bash bench/gpu_quality.sh   (timeout_s 580)
 #
 # Here, once:   bash ../shared/device/wheels.sh .whl && echo /.whl/ >> .git/info/exclude
 # There:        bash bench/gpu_quality.sh                 (carry .whl; timeout_s 480)
