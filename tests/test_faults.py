@@ -127,8 +127,8 @@ def test_log_rows_survive_torn_lines_and_truncation(tmp_path):
 
 # ---- configuration and sampling values -----------------------------------------------------------------------
 BAD_TRAIN_VALUES = [("batch_size", 0), ("gradient_accumulation_steps", 0), ("eval_interval", 0), ("eval_iters", 0),
-                    ("log_interval", 0), ("max_iters", -1), ("epochs", -1.0), ("max_seconds", -1.0), ("warmup_iters", -1),
-                    ("lr_decay_iters", -5), ("learning_rate", -1e-3), ("learning_rate", 0.0),
+                    ("log_interval", 0), ("max_iters", -1), ("epochs", -1.0), ("max_seconds", -1.0),
+                    ("warmup_iters", -1), ("lr_decay_iters", -5), ("learning_rate", -1e-3), ("learning_rate", 0.0),
                     ("learning_rate", float("nan")), ("min_lr", -1e-4), ("dropout", 1.0), ("dropout", -0.1),
                     ("weight_decay", -0.1), ("beta1", 1.0), ("beta2", -0.5), ("grad_clip", -1.0),
                     ("optimizer", "sgd"), ("task", "rl"), ("sft_mix", 1.0), ("prompt_loss_weight", -1.0),

@@ -87,7 +87,8 @@ def test_frozen_embeddings_stay_as_the_starting_model_has_them(trained):
     frozen = [n for n in start if "embed" in n]
     assert frozen and all(torch.equal(start[n], tuned[n]) for n in frozen)
     assert any(not torch.equal(start[n], tuned[n]) for n in start if n.startswith("blocks."))
-    for changed in ("--freeze_embeddings=False", "--optimizer=muon"):  # other parameter groups: one line, not a traceback
+    # other parameter groups than the saved optimizer state's: one line, not a traceback
+    for changed in ("--freeze_embeddings=False", "--optimizer=muon"):
         err = user_error(run_script("train.py", "--task=sft", "--dataset=tiny", "--out_dir=out/frozen",
                                     "--init_from=resume", "--max_iters=5", changed, *TINY_MODEL, cwd=trained,
                                     check=False))
